@@ -1,0 +1,1 @@
+"""The ledger: orders, their status rules, idempotent application of provider events, postings."""

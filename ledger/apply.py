@@ -1,0 +1,209 @@
+"""Applying one provider event to the ledger: dedupe, the status rules, payments and postings.
+
+The caller owns the transaction. The order row is locked first (FOR UPDATE on PostgreSQL,
+BEGIN IMMEDIATE on SQLite), and the event's dedupe row is unique, so two workers applying the
+same event at once serialise and the second one sees a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.db import insert_ignore
+from ledger.models import Journal, Order, OrderEvent, Payment, Posting, ProviderEventSeen
+from ledger.money import to_minor
+from ledger.status import Decision, Kind, Outcome, Status, decide
+
+_EXPLAINED_AMOUNT = frozenset({"partial_payment", "overpayment"})
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A provider event in ledger terms, with where it came from (`callback` or `poll`)."""
+
+    provider: str
+    account: str
+    merchant_order_no: str
+    event_id: str
+    provider_status: str
+    status: Status
+    amount: Decimal | None
+    currency: str | None
+    source: str
+    callback_id: int | None = None
+    provider_order_no: str | None = None
+    paid_at: datetime | None = None
+    kind: Kind | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying did."""
+
+    outcome: Outcome
+    order_id: int
+    flags: tuple[str, ...]
+
+
+def apply_event(session: Session, event: Incoming, now: datetime) -> Applied:
+    """Apply `event` once: a repeat of a seen event is a `duplicate` and changes nothing else."""
+    order, created = _lock_order(session, event, now)
+    seen_id = insert_ignore(
+        session,
+        ProviderEventSeen.__table__,  # type: ignore[arg-type]
+        {
+            "provider": event.provider,
+            "account": event.account,
+            "event_id": event.event_id,
+            "provider_status": event.provider_status,
+            "order_id": order.id,
+            "created_at": now,
+        },
+    )
+    if seen_id is None:
+        _history(session, order, event, Outcome.DUPLICATE, now)
+        return Applied(Outcome.DUPLICATE, order.id, ())
+    decision = decide(Status(order.status), event.status, Kind(order.kind))
+    flags = list(decision.flags) + list(event.flags)
+    if created:
+        flags.append("unregistered_order")
+    if decision.moves_money:
+        flags += _move_money(session, order, event, now)
+    if decision.new_status is not None:
+        order.status = decision.new_status.value
+        order.next_poll_at = None
+    if event.provider_order_no and not order.provider_order_no:
+        order.provider_order_no = event.provider_order_no
+    _flag(order, flags)
+    order.updated_at = now
+    _history(session, order, event, decision.outcome, now)
+    return Applied(decision.outcome, order.id, tuple(flags))
+
+
+def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:
+    """The order row, locked; created (unregistered) from the event if the merchant never told us."""
+    currency = (event.currency or "XXX").upper()
+    amount = to_minor(event.amount, currency) if event.amount is not None else 0
+    created_id = insert_ignore(
+        session,
+        Order.__table__,  # type: ignore[arg-type]
+        {
+            "provider": event.provider,
+            "account": event.account,
+            "merchant_order_no": event.merchant_order_no,
+            "provider_order_no": event.provider_order_no,
+            "kind": (event.kind or Kind.PAYMENT).value,
+            "status": Status.PENDING.value,
+            "amount_minor": amount,
+            "paid_minor": 0,
+            "currency": currency,
+            "needs_review": False,
+            "review_reasons": "[]",
+            "registered": False,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    order = session.execute(
+        select(Order)
+        .where(
+            Order.provider == event.provider,
+            Order.account == event.account,
+            Order.merchant_order_no == event.merchant_order_no,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return order, created_id is not None
+
+
+def _move_money(session: Session, order: Order, event: Incoming, now: datetime) -> list[str]:
+    """Record the payment and its balanced postings; the review flags the amounts call for."""
+    flags: list[str] = []
+    currency = (event.currency or order.currency).upper()
+    if currency != order.currency:
+        flags.append("currency_mismatch")
+    amount = to_minor(event.amount, currency) if event.amount is not None else order.amount_minor
+    kind = Kind(order.kind)
+    payment = Payment(
+        order_id=order.id,
+        provider_txn_id=event.event_id,
+        amount_minor=amount,
+        status=Status.SUCCEEDED.value,
+        paid_at=event.paid_at,
+    )
+    session.add(payment)
+    session.flush()
+    if kind is Kind.STATIC_VA:
+        order.paid_minor += amount
+    else:
+        order.paid_minor = amount
+        explained = _EXPLAINED_AMOUNT.intersection(event.flags)
+        if amount != order.amount_minor and order.amount_minor and not explained:
+            flags.append("amount_mismatch")
+    _post(session, order, payment.id, amount, currency, now)
+    return flags
+
+
+def ledger_accounts(order: Order) -> tuple[str, str]:
+    """(debit, credit) ledger accounts for a succeeded money movement on `order`."""
+    clearing = f"clearing:{order.provider}/{order.account}"
+    if order.kind == Kind.PAYOUT.value:
+        return f"payouts:{order.provider}/{order.account}", clearing
+    return clearing, f"receipts:{order.provider}/{order.account}"
+
+
+def _post(
+    session: Session, order: Order, payment_id: int, amount: int, currency: str, now: datetime
+) -> None:
+    """One journal entry whose two legs sum to zero."""
+    journal = Journal(order_id=order.id, payment_id=payment_id, memo=order.kind, created_at=now)
+    session.add(journal)
+    session.flush()
+    debit, credit = ledger_accounts(order)
+    session.add_all(
+        [
+            Posting(journal_id=journal.id, ledger_account=debit, currency=currency,
+                    amount_minor=amount),
+            Posting(journal_id=journal.id, ledger_account=credit, currency=currency,
+                    amount_minor=-amount),
+        ]
+    )
+
+
+def _flag(order: Order, flags: list[str]) -> None:
+    if not flags:
+        return
+    reasons: list[str] = json.loads(order.review_reasons)
+    for flag in flags:
+        if flag not in reasons:
+            reasons.append(flag)
+    order.review_reasons = json.dumps(reasons)
+    order.needs_review = True
+
+
+def _history(
+    session: Session, order: Order, event: Incoming, outcome: Outcome, now: datetime
+) -> None:
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            at=now,
+            source=event.source,
+            callback_id=event.callback_id,
+            provider_status=event.provider_status,
+            status=event.status.value,
+            outcome=outcome.value,
+            event_id=event.event_id,
+        )
+    )
+
+
+__all__ = ["Applied", "Decision", "Incoming", "apply_event", "ledger_accounts"]

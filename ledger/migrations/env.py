@@ -1,0 +1,21 @@
+"""Alembic environment: the URL comes from the caller (payhook migrate), never from a file."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from ledger.db import make_engine
+from ledger.models import Base
+
+config = context.config
+url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+engine = make_engine(url)
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()

@@ -1,0 +1,76 @@
+"""Registering expected orders (the merchant tells us before the provider does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.db import insert_ignore
+from ledger.models import Order
+from ledger.status import Kind, Status
+
+
+class OrderConflict(Exception):
+    """Raised when a repeat registration differs from the stored order (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """A validated registration request; `amount_minor` already in the currency's minor units."""
+
+    provider: str
+    account: str
+    merchant_order_no: str
+    kind: Kind
+    amount_minor: int
+    currency: str
+    provider_order_no: str | None = None
+    customer_phone: str | None = None
+
+
+def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Order, bool]:
+    """Create the order, or accept an identical repeat; True when created (or first registered)."""
+    values = {
+        "provider": spec.provider,
+        "account": spec.account,
+        "merchant_order_no": spec.merchant_order_no,
+        "provider_order_no": spec.provider_order_no,
+        "kind": spec.kind.value,
+        "status": Status.PENDING.value,
+        "amount_minor": spec.amount_minor,
+        "paid_minor": 0,
+        "currency": spec.currency,
+        "customer_phone": spec.customer_phone,
+        "needs_review": False,
+        "review_reasons": "[]",
+        "registered": True,
+        "created_at": now,
+        "updated_at": now,
+    }
+    created = insert_ignore(session, Order.__table__, values) is not None  # type: ignore[arg-type]
+    order = session.execute(
+        select(Order)
+        .where(
+            Order.provider == spec.provider,
+            Order.account == spec.account,
+            Order.merchant_order_no == spec.merchant_order_no,
+        )
+        .with_for_update()
+    ).scalar_one()
+    if created:
+        return order, True
+    if not order.registered:
+        # A callback got here first; the merchant's registration fills in what it expected.
+        order.registered = True
+        order.kind, order.amount_minor = spec.kind.value, spec.amount_minor
+        order.customer_phone = spec.customer_phone
+        order.updated_at = now
+        return order, True
+    stored = (order.kind, order.amount_minor, order.currency, order.provider_order_no)
+    asked = (spec.kind.value, spec.amount_minor, spec.currency, spec.provider_order_no)
+    if stored != asked:
+        raise OrderConflict(spec.merchant_order_no)
+    return order, False

@@ -1,0 +1,1 @@
+"""Provider adapters: raw callback bytes in, canonical events out; acknowledgements; status queries."""

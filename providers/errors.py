@@ -1,0 +1,48 @@
+"""The exception tree, grouped by what the caller must do: store a rejection, retry, or refuse to start."""
+
+from __future__ import annotations
+
+
+class PayhookError(Exception):
+    """Root of every error payhook raises on purpose."""
+
+
+class Rejected(PayhookError):
+    """Raised when a callback is final-bad: it is stored as `rejected` with `reason`, never retried."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Transient(PayhookError):
+    """Raised when trying again later may succeed (network, busy provider, database blip)."""
+
+
+class ConfigError(PayhookError):
+    """Raised at start-up when configuration is invalid; the message names file, table and key."""
+
+
+class QueryError(PayhookError):
+    """Raised by a status-query client; the subclass says what the caller must do."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class QueryTransient(QueryError, Transient):
+    """Raised when the provider is busy, unreachable or answered 5xx: retry later with backoff."""
+
+
+class QueryNotFound(QueryError):
+    """Raised when the provider says it does not know the order."""
+
+
+class QueryAuth(QueryError):
+    """Raised when the provider refuses our credentials or signature: an operator must act."""
+
+
+class QueryPermanent(QueryError):
+    """Raised when the provider answered something we cannot use and retrying will not help."""
