@@ -1,1 +1,1 @@
-"""Provider adapters: raw callback bytes in, canonical events out; acknowledgements; status queries."""
+"""Provider adapters: raw callback bytes in, canonical events out, acks, status queries."""

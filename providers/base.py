@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -57,7 +57,7 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._data[key.lower()]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self._data)
 
     def __len__(self) -> int:
@@ -210,7 +210,8 @@ class BaseProvider(Generic[A, E]):
             return self.interpret(fields, envelope, account)
         except Rejected:
             raise
-        except (KeyError, ValueError, TypeError, UnicodeError, binascii.Error) as exc:
+        except (KeyError, ValueError, TypeError, UnicodeError, binascii.Error, ArithmeticError,
+                RecursionError) as exc:
             raise Rejected("malformed", type(exc).__name__) from exc
 
     # -- hooks ------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def load_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object from untrusted bytes, or raise `Rejected("malformed")`."""
     try:
         value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints
         raise Rejected("malformed", "body is not UTF-8 JSON") from exc
     if not isinstance(value, dict):
         raise Rejected("malformed", "body is not a JSON object")

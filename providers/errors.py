@@ -1,4 +1,4 @@
-"""The exception tree, grouped by what the caller must do: store a rejection, retry, or refuse to start."""
+"""The exception tree, grouped by what the caller must do: store, retry, or refuse to start."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ class PayhookError(Exception):
 
 
 class Rejected(PayhookError):
-    """Raised when a callback is final-bad: it is stored as `rejected` with `reason`, never retried."""
+    """Raised when a callback is final-bad: stored as `rejected` with `reason`, never retried."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

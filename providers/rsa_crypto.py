@@ -1,4 +1,4 @@
-"""RSA primitives the providers use: SHA256withRSA (PKCS#1 v1.5) and block-wise PKCS#1 v1.5 encryption."""
+"""RSA primitives the providers use: SHA256withRSA and block-wise PKCS#1 v1.5 encryption."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def verify_sha256(key: rsa.RSAPublicKey, message: bytes, signature_b64: str) -> 
 
 
 def encrypt_blocks(key: rsa.RSAPublicKey, plaintext: bytes) -> str:
-    """Base64 of the plaintext encrypted in (key size/8 − 11)-byte chunks, blocks concatenated."""
+    """Base64 of the plaintext encrypted in (key size/8 - 11)-byte chunks, blocks concatenated."""
     chunk = key.key_size // 8 - _PAD_OVERHEAD
     blocks = [
         key.encrypt(plaintext[i : i + chunk], padding.PKCS1v15())

@@ -1,0 +1,1 @@
+"""Reconciliation: due-order selection, polling, pass reports and operator alerts."""

@@ -1,0 +1,1 @@
+"""Fake providers and the traffic generator, for demos and tests; production never imports this."""
