@@ -41,6 +41,9 @@ class Incoming:
     paid_at: datetime | None = None
     kind: Kind | None = None
     flags: tuple[str, ...] = ()
+    # When a still-pending order should next be asked about (now + the account's stale_after):
+    # news from the provider makes a scheduled poll unnecessary, so it moves the poll out.
+    poll_after: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,11 @@ def apply_event(session: Session, event: Incoming, now: datetime) -> Applied:
         flags += _move_money(session, order, event, now)
     if decision.new_status is not None:
         order.status = decision.new_status.value
+    if order.status != Status.PENDING.value:
         order.next_poll_at = None
+    elif event.source == "callback" and event.poll_after is not None:
+        order.next_poll_at = event.poll_after
+        order.poll_attempts = 0
     if event.provider_order_no and not order.provider_order_no:
         order.provider_order_no = event.provider_order_no
     _flag(order, flags)
@@ -109,6 +116,7 @@ def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order
             "registered": False,
             "created_at": now,
             "updated_at": now,
+            "next_poll_at": event.poll_after,
         },
     )
     order = session.execute(

@@ -29,6 +29,7 @@ class OrderSpec:
     currency: str
     provider_order_no: str | None = None
     customer_phone: str | None = None
+    next_poll_at: datetime | None = None  # first status query if no callback comes first
 
 
 def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Order, bool]:
@@ -49,6 +50,7 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
         "registered": True,
         "created_at": now,
         "updated_at": now,
+        "next_poll_at": spec.next_poll_at,
     }
     created = insert_ignore(session, Order.__table__, values) is not None  # type: ignore[arg-type]
     order = session.execute(

@@ -1,0 +1,1 @@
+"""The aiohttp receiver: callback routes, the durable inbox write, the read API."""

@@ -1,0 +1,265 @@
+"""The read/admin API under /api (bearer token; with no token configured it answers 503, never open)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ledger.models import Callback, ReconcileRun
+from ledger.money import to_minor
+from ledger.orders import OrderConflict, OrderSpec, register_order
+from ledger.status import Kind
+from ledger.views import (
+    balances,
+    callback_summary,
+    find_order,
+    iso,
+    list_callbacks,
+    order_json,
+)
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MASK_HEADERS = frozenset({"clientauthkey", "signature", "access_key", "authorization"})
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Run blocking database work off the event loop."""
+    return await asyncio.to_thread(fn)
+
+
+def _session(request: web.Request) -> Session:
+    from ingest.app import ENGINE
+
+    return Session(request.app[ENGINE], expire_on_commit=False)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    from ingest.app import SETTINGS
+
+    token = request.app[SETTINGS].api_token
+    if token is None:
+        return web.json_response({"error": "API disabled: PAYHOOK_API_TOKEN is not set"}, status=503)
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return web.json_response({"error": "unauthorized"}, status=401)
+    return await handler(request)
+
+
+class OrderIn(BaseModel):
+    """POST /api/orders body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    account: str = "default"
+    merchant_order_no: str = Field(min_length=1, max_length=128)
+    kind: Kind
+    amount: Decimal = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+    provider_order_no: str | None = Field(default=None, max_length=128)
+    customer_phone: str | None = Field(default=None, max_length=32)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def post_order(request: web.Request) -> web.Response:
+    from ingest.app import ACCOUNTS
+
+    try:
+        payload = json.loads(await request.text(), parse_float=Decimal)
+        order_in = OrderIn.model_validate(payload)
+        currency = order_in.currency.upper()
+        spec = OrderSpec(
+            provider=order_in.provider, account=order_in.account,
+            merchant_order_no=order_in.merchant_order_no, kind=order_in.kind,
+            amount_minor=to_minor(order_in.amount, currency), currency=currency,
+            provider_order_no=order_in.provider_order_no, customer_phone=order_in.customer_phone,
+        )
+    except (ValueError, ValidationError, UnicodeDecodeError) as exc:
+        return _bad_request(str(exc).splitlines()[0][:300])
+    account = request.app[ACCOUNTS].get(spec.provider, spec.account)
+    if account is None:
+        return _bad_request(f"unknown provider account {spec.provider}/{spec.account}")
+    now = datetime.now(UTC)
+    spec = replace(spec, next_poll_at=now + timedelta(seconds=account.config.stale_after_s))
+    if spec.amount_minor == 0 and spec.kind is not Kind.STATIC_VA:
+        return _bad_request("amount must be positive (only a static_va may be open-amount)")
+
+    def work() -> tuple[int, dict[str, Any]]:
+        with _session(request) as session, session.begin():
+            try:
+                order, created = register_order(session, spec, now)
+            except OrderConflict:
+                return 409, {"error": "order exists with different fields"}
+            return (201 if created else 200), order_json(session, order)
+
+    status, body = await in_thread(work)
+    return web.json_response(body, status=status)
+
+
+async def get_order(request: web.Request) -> web.Response:
+    provider = request.match_info["provider"]
+    order_no = request.match_info["merchant_order_no"]
+    account = request.query.get("account")
+
+    def work() -> dict[str, Any] | None:
+        with _session(request) as session:
+            order = find_order(session, provider, account, order_no)
+            return None if order is None else order_json(session, order)
+
+    body = await in_thread(work)
+    if body is None:
+        return web.json_response({"error": "order not found"}, status=404)
+    return web.json_response(body)
+
+
+async def get_callbacks(request: web.Request) -> web.Response:
+    try:
+        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+    except ValueError:
+        return _bad_request("limit must be an integer")
+    state, provider = request.query.get("state"), request.query.get("provider")
+
+    def work() -> list[dict[str, Any]]:
+        with _session(request) as session:
+            return list_callbacks(session, state=state, provider=provider, limit=limit)
+
+    return web.json_response({"callbacks": await in_thread(work)})
+
+
+def _callback_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
+async def get_callback(request: web.Request) -> web.Response:
+    callback_id = _callback_id(request)
+
+    def work() -> dict[str, Any] | None:
+        with _session(request) as session:
+            cb = session.get(Callback, callback_id)
+            if cb is None:
+                return None
+            body = callback_summary(cb)
+            body["headers"] = [
+                [k, "***" if k.lower() in _MASK_HEADERS else v] for k, v in json.loads(cb.headers)
+            ]
+            body["body"] = cb.body.decode("utf-8", errors="replace")
+            body["remote_addr"] = cb.remote_addr
+            return body
+
+    body = await in_thread(work)
+    if body is None:
+        return web.json_response({"error": "callback not found"}, status=404)
+    return web.json_response(body)
+
+
+async def replay_callback(request: web.Request) -> web.Response:
+    """Put a stored callback back to `received` and enqueue it: processed again from raw bytes."""
+    from ingest.app import DISPATCHER
+
+    callback_id = _callback_id(request)
+    found = await in_thread(lambda: replay_ids(request.app, [callback_id]))
+    if not found:
+        return web.json_response({"error": "callback not found"}, status=404)
+    request.app[DISPATCHER].submit(found)
+    return web.json_response({"replayed": found}, status=202)
+
+
+def replay_ids(app: web.Application, ids: list[int]) -> list[int]:
+    """Reset the given callbacks to `received`; the ids that exist."""
+    from ingest.app import ENGINE
+
+    with Session(app[ENGINE]) as session, session.begin():
+        found = list(session.execute(select(Callback.id).where(Callback.id.in_(ids))).scalars())
+        if found:
+            session.execute(
+                update(Callback).where(Callback.id.in_(found))
+                .values(state="received", reason=None, enqueued_at=None)
+            )
+    return found
+
+
+async def post_reconcile(request: web.Request) -> web.Response:
+    """Queue a reconciliation pass; its report appears under /api/reconcile/runs/{id}."""
+    from ingest.app import CELERY
+    from payhook.broker import RECONCILE_TASK
+
+    payload: dict[str, Any] = {}
+    if request.can_read_body:
+        try:
+            payload = json.loads(await request.text() or "{}")
+        except ValueError:
+            return _bad_request("body must be JSON")
+    provider, account = payload.get("provider"), payload.get("account")
+
+    def work() -> int:
+        with _session(request) as session, session.begin():
+            run = ReconcileRun(started_at=datetime.now(UTC), state="queued",
+                               provider=provider, account=account, report="{}")
+            session.add(run)
+            session.flush()
+            return run.id
+
+    run_id = await in_thread(work)
+    celery = request.app[CELERY]
+    await in_thread(lambda: celery.send_task(
+        RECONCILE_TASK, kwargs={"run_id": run_id, "provider": provider, "account": account}))
+    return web.json_response({"id": run_id, "state": "queued"}, status=202)
+
+
+async def get_reconcile_run(request: web.Request) -> web.Response:
+    run_id = _callback_id(request)
+
+    def work() -> dict[str, Any] | None:
+        with _session(request) as session:
+            run = session.get(ReconcileRun, run_id)
+            if run is None:
+                return None
+            return {"id": run.id, "state": run.state, "started_at": iso(run.started_at),
+                    "finished_at": iso(run.finished_at), "provider": run.provider,
+                    "account": run.account, "report": json.loads(run.report)}
+
+    body = await in_thread(work)
+    if body is None:
+        return web.json_response({"error": "run not found"}, status=404)
+    return web.json_response(body)
+
+
+async def get_balances(request: web.Request) -> web.Response:
+    def work() -> list[dict[str, Any]]:
+        with _session(request) as session:
+            return balances(session)
+
+    return web.json_response({"balances": await in_thread(work)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/orders", post_order)
+    app.router.add_get("/api/orders/{provider}/{merchant_order_no}", get_order)
+    app.router.add_get("/api/callbacks", get_callbacks)
+    app.router.add_get("/api/callbacks/{id}", get_callback)
+    app.router.add_post("/api/callbacks/{id}/replay", replay_callback)
+    app.router.add_post("/api/reconcile", post_reconcile)
+    app.router.add_get("/api/reconcile/runs/{id}", get_reconcile_run)
+    app.router.add_get("/api/ledger/balances", get_balances)

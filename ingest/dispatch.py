@@ -1,0 +1,67 @@
+"""Hands committed callback ids to the workers in batches, off the request path.
+
+A publish that fails (Redis down, restarting) is logged and dropped: the rows are committed,
+and the sweeper re-enqueues every callback that is not final after its deadline.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+_STOP: list[int] = []
+
+
+class Dispatcher:
+    """Merges id lists into batches of at most `max_ids` and publishes each as one task."""
+
+    def __init__(self, publish: Callable[[list[int]], None], max_ids: int = 64) -> None:
+        self._publish = publish
+        self._max_ids = max_ids
+        self._queue: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self.published = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+
+    def submit(self, ids: list[int]) -> None:
+        self._queue.put(ids)
+
+    def _run(self) -> None:
+        pending: list[int] = []
+        while True:
+            ids = self._queue.get()
+            if ids is _STOP:
+                break
+            pending.extend(ids)
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._flush(pending)
+                    return
+                pending.extend(more)
+            self._flush(pending)
+            pending = []
+        self._flush(pending)
+
+    def _flush(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), self._max_ids):
+            chunk = ids[start : start + self._max_ids]
+            try:
+                self._publish(chunk)
+                self.published += len(chunk)
+            except Exception as exc:  # broker trouble: the sweeper owns recovery
+                log.warning("publish_failed", error=str(exc)[:200], ids=len(chunk),
+                            first_id=chunk[0])

@@ -1,0 +1,83 @@
+"""Prometheus metrics of the receiver, plus gauges read from the database and Redis at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import redis
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from ledger.models import NON_FINAL, Callback
+
+log = structlog.get_logger(__name__)
+
+
+class ReceiverMetrics:
+    """Counters and the ack-latency histogram, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.received = Counter(
+            "payhook_callbacks_received_total", "Callbacks received", ["provider"],
+            registry=self.registry,
+        )
+        self.acknowledged = Counter(
+            "payhook_callbacks_acknowledged_total", "Callbacks committed and acknowledged",
+            ["provider"], registry=self.registry,
+        )
+        self.refused = Counter(
+            "payhook_callbacks_refused_total", "Callbacks answered without an ack",
+            ["provider", "status"], registry=self.registry,
+        )
+        self.ack_latency = Histogram(
+            "payhook_ack_latency_seconds", "Receipt to acknowledgement",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+
+
+class StateCollector(Collector):
+    """Outcomes by state (from the workers' Redis counters) and the oldest non-final callback."""
+
+    def __init__(self, engine: Engine, redis_client: Callable[[], redis.Redis | None]) -> None:
+        self._engine = engine
+        self._redis = redis_client
+
+    def collect(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "payhook_oldest_unfinished_callback_age_seconds",
+            "Age of the oldest callback not yet in a final state (0 when none)",
+        )
+        try:
+            with self._engine.connect() as conn:
+                oldest = conn.execute(
+                    select(func.min(Callback.received_at)).where(Callback.state.in_(NON_FINAL))
+                ).scalar()
+            if isinstance(oldest, str):  # SQLite returns the aggregate as text
+                oldest = datetime.fromisoformat(oldest)
+            if oldest is not None and oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            seconds = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            age.add_metric([], max(seconds, 0.0))
+            yield age
+        except Exception as exc:
+            log.warning("metrics_db_failed", error=str(exc)[:120])
+        outcomes = GaugeMetricFamily(
+            "payhook_callback_outcomes", "Callbacks finished by workers, by state and reason",
+            labels=["state", "reason"],
+        )
+        client = self._redis()
+        try:
+            counts = client.hgetall("payhook:outcomes") if client is not None else {}
+        except Exception as exc:
+            log.warning("metrics_redis_failed", error=str(exc)[:120])
+            counts = {}
+        for key, value in sorted(counts.items()):
+            state, _, reason = key.decode().partition("|")
+            outcomes.add_metric([state, reason], float(value))
+        yield outcomes

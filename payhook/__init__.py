@@ -1,0 +1,1 @@
+"""The payhook shell: the command line, settings, logging and the embedded dev stack."""

@@ -1,0 +1,108 @@
+"""The providers file (CONTRACT §2): one validated account per table, errors naming file/table/key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from providers import registry
+from providers.base import AccountConfig, Provider, Trust
+from providers.errors import ConfigError
+from reconcile.sms import SmsConfig
+
+
+@dataclass(frozen=True)
+class Account:
+    """One configured provider account, with its adapter."""
+
+    provider: Provider
+    name: str
+    config: AccountConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider.name}/{self.name}"
+
+    @property
+    def trust(self) -> Trust:
+        return self.config.trust or self.provider.default_trust
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Every configured account, by (provider, account name)."""
+
+    by_key: dict[tuple[str, str], Account] = field(default_factory=dict)
+    sms: SmsConfig | None = None
+    source: Path | None = None
+
+    def get(self, provider: str, account: str = "default") -> Account | None:
+        return self.by_key.get((provider, account))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.by_key.values())
+
+
+def _resolve_env(value: Any, where: str) -> Any:
+    """Replace `env:NAME` strings (at any depth) by the environment variable's value."""
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, where) for v in value]
+    return value
+
+
+def _validation_error(path: Path, table: str, exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(table)"
+    return ConfigError(f"{path}: [{table}] {key}: {first['msg']}")
+
+
+def _account(path: Path, provider: str, name: str, table: Any) -> Account:
+    where = f"providers.{provider}.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table")
+    adapter = registry.get(provider)
+    resolved = {k: _resolve_env(v, f"{path}: [{where}] {k}") for k, v in table.items()}
+    try:
+        config = adapter.account_model.model_validate(resolved, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise _validation_error(path, where, exc) from exc
+    return Account(adapter, name, config)
+
+
+def load_accounts(path: Path) -> Accounts:
+    """Parse and validate the providers file; a missing file means no accounts."""
+    if not path.exists():
+        return Accounts(source=None)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    accounts: dict[tuple[str, str], Account] = {}
+    for provider, tables in data.get("providers", {}).items():
+        if provider not in registry.NAMES:
+            raise ConfigError(f"{path}: [providers.{provider}] unknown provider")
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{path}: [providers.{provider}] must be a table of accounts")
+        for name, table in tables.items():
+            accounts[(provider, name)] = _account(path, provider, name, table)
+    sms = None
+    if "sssms88" in data.get("notify", {}):
+        where = "notify.sssms88"
+        table = _resolve_env(data["notify"]["sssms88"], f"{path}: [{where}]")
+        try:
+            sms = SmsConfig.model_validate(table)
+        except ValidationError as exc:
+            raise _validation_error(path, where, exc) from exc
+    return Accounts(accounts, sms, path)

@@ -1,0 +1,144 @@
+"""The `payhook` command (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from payhook.settings import Settings, load_settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ingest.app import create_app
+    from ledger.db import make_engine
+    from payhook.accounts import load_accounts
+    from payhook.broker import make_celery
+
+    accounts = load_accounts(settings.config)
+    engine = make_engine(settings.database_url, pool_size=8)
+    app = create_app(settings, accounts, engine, make_celery(settings))
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None,
+                shutdown_timeout=10)
+    return 0
+
+
+def _celery(command: str, extra: list[str]) -> int:
+    from workers.app import app
+
+    argv = [command, "--loglevel=INFO", *extra]
+    if command == "worker" and not any(a.startswith(("-E", "--task-events")) for a in extra):
+        argv.append("--task-events")
+    app.start(argv)
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from ledger.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print(f"migrated {settings.database_url.split('@')[-1]} to head")
+    return 0
+
+
+def _order(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from ledger.db import make_engine
+    from ledger.views import find_order, order_json
+
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        order = find_order(session, args.provider, args.account, args.merchant_order_no)
+        if order is None:
+            print(f"no order {args.provider}/{args.merchant_order_no}", file=sys.stderr)
+            return 1
+        print(json.dumps(order_json(session, order), indent=2))
+    return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from payhook.replay import replay
+
+    count = replay(settings, ids=args.ids, state=args.state)
+    print(f"replayed {count} callback(s)")
+    return 0
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from reconcile.cli import reconcile_now
+
+    return reconcile_now(settings, provider=args.provider, account=args.account)
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from payhook.dev import run_dev
+
+    return run_dev(settings, args)
+
+
+def _sandbox(settings: Settings, args: argparse.Namespace) -> int:
+    from sandbox.cli import main as sandbox_main
+
+    return sandbox_main(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payhook", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the aiohttp receiver")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a receiver listens for providers
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
+    for name in ("worker", "beat"):
+        sub.add_parser(name, help=f"run the Celery {name} (extra arguments pass through)")
+    sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=_migrate)
+    replay = sub.add_parser("replay", help="re-process stored callbacks from their raw bytes")
+    replay.add_argument("ids", nargs="*", type=int)
+    replay.add_argument("--state", help="replay every callback in this state (e.g. dead)")
+    replay.set_defaults(func=_replay)
+    rec = sub.add_parser("reconcile", help="run a reconciliation pass now and print its report")
+    rec.add_argument("--provider")
+    rec.add_argument("--account")
+    rec.set_defaults(func=_reconcile)
+    order = sub.add_parser("order", help="print one order with its history")
+    order.add_argument("provider")
+    order.add_argument("merchant_order_no")
+    order.add_argument("--account")
+    order.set_defaults(func=_order)
+    dev = sub.add_parser("dev", help="receiver + worker + beat on embedded defaults")
+    dev.add_argument("--sandbox", action="store_true", help="also run the provider sandbox")
+    dev.add_argument("--duration", type=float, help="stop after this many seconds")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--rate", type=float, default=20.0, help="sandbox callbacks per second")
+    dev.set_defaults(func=_dev)
+    sandbox = sub.add_parser("sandbox", help="fake providers and a traffic generator")
+    sandbox.add_argument("action", nargs="?", default="run")
+    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
+    sandbox.set_defaults(func=_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("worker", "beat"):
+        return _celery(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    from payhook.logs import configure
+
+    configure(settings.log_format, settings.log_level)
+    from providers.errors import ConfigError
+
+    try:
+        return int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"payhook: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

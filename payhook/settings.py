@@ -1,0 +1,42 @@
+"""One settings object, from the environment (CONTRACT §2), loaded by each entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from dotenv import load_dotenv
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
+
+
+class Settings(BaseSettings):
+    """Process settings; `PAYHOOK_*` variables, `.env` read if present."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYHOOK_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    config: Path = Path("payhook.toml")
+    api_token: SecretStr | None = None
+    log_format: Literal["json", "console"] | None = None
+    log_level: str = "INFO"
+    max_body: int = Field(default=65536, gt=0)
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    # A callback still not final this long after receipt (or after its last enqueue) is re-sent.
+    sweep_after_s: float = Field(default=120.0, gt=0)
+    # Redis redelivers an unacked task after this: minutes, not Celery's default hour.
+    visibility_timeout_s: int = Field(default=300, gt=0)
+    max_attempts: int = Field(default=6, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    # How long the receiver waits for the broker when handing a batch to the workers.
+    publish_timeout_s: float = Field(default=2.0, gt=0)
+
+
+def load_settings() -> Settings:
+    """Read `.env` into the environment (without overriding it), then the settings."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return Settings()

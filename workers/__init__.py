@@ -1,0 +1,1 @@
+"""The Celery app, its thin tasks, and the beat schedule."""

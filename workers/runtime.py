@@ -1,0 +1,86 @@
+"""Per-process resources of a worker: settings, accounts, engine, Redis, the query HTTP layer.
+
+Created on first use in each process (after a prefork worker forks) and never shared across
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.db import make_engine, make_sessionmaker
+from payhook.accounts import Accounts, load_accounts
+from payhook.settings import Settings, load_settings
+from providers.base import QueryTransport
+from providers.http import QueryHttp
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """What a task needs; one per worker process."""
+
+    settings: Settings
+    accounts: Accounts
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    http: QueryHttp = field(default_factory=QueryHttp)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this process's own event loop (kept, so the HTTP session is reused)."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def transport(self, provider: str, account: str) -> QueryTransport:
+        acct = self.accounts.get(provider, account)
+        rate = acct.config.query_rate_per_s if acct else 5.0
+        return self.http.for_account(f"{provider}/{account}", rate)
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self.http.close())
+            self._loop.close()
+        self.engine.dispose()
+        self.redis.close()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def get() -> Runtime:
+    """This process's runtime, created on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            settings = load_settings()
+            engine = make_engine(settings.database_url)
+            _current = Runtime(
+                settings=settings,
+                accounts=load_accounts(settings.config),
+                engine=engine,
+                sessions=make_sessionmaker(engine),
+                redis=redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0"),
+            )
+        return _current
+
+
+def reset() -> None:
+    """Forget the runtime inherited through fork (its connections belong to the parent)."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.engine.dispose(close=False)
+        _current = None

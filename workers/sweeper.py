@@ -1,0 +1,55 @@
+"""The sweeper: any callback not final after its deadline is enqueued again.
+
+Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
+LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import or_, select, update
+
+from ledger.models import NON_FINAL, Callback
+from workers.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+CHUNK = 64
+LIMIT = 20000
+
+
+def sweep(rt: Runtime, enqueue: Callable[[list[int]], object]) -> int:
+    """Claim overdue non-final callbacks, enqueue them in chunks; how many were enqueued."""
+    now = datetime.now(UTC)
+    deadline = now - timedelta(seconds=rt.settings.sweep_after_s)
+    with rt.sessions.begin() as session:
+        ids = list(
+            session.execute(
+                select(Callback.id)
+                .where(
+                    Callback.state.in_(NON_FINAL),
+                    Callback.received_at < deadline,
+                    or_(Callback.enqueued_at.is_(None), Callback.enqueued_at < deadline),
+                )
+                .order_by(Callback.received_at)
+                .limit(LIMIT)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if ids:
+            session.execute(update(Callback).where(Callback.id.in_(ids)).values(enqueued_at=now))
+    sent = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        try:
+            enqueue(chunk)
+            sent += len(chunk)
+        except Exception as exc:  # broker down: the next sweep finds them again
+            log.warning("sweep_enqueue_failed", error=str(exc)[:200], ids=len(chunk))
+            break
+    if ids:
+        log.info("sweep", overdue=len(ids), enqueued=sent)
+    return sent
+

@@ -1,0 +1,69 @@
+"""Thin Celery tasks: they take ids, call one function, and are safe to run twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import OperationalError
+
+from payhook.broker import PROCESS_TASK, RECONCILE_TASK, SWEEP_TASK
+from providers.errors import Transient
+from workers import runtime
+from workers.app import app
+from workers.process import process_batch
+from workers.sweeper import sweep
+
+log = structlog.get_logger(__name__)
+
+
+@app.task(
+    name=PROCESS_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, Transient),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def process_callbacks(ids: list[int]) -> dict[str, Any]:
+    """Process stored callbacks by id; those with transient failures come back later."""
+    rt = runtime.get()
+    result = process_batch(rt, ids)
+    if result.retry:
+        countdown = min(2 ** min(len(ids), 6), 60)
+        process_callbacks.apply_async(args=[result.retry], countdown=countdown, retry=False)
+    _count_outcomes(rt, result.reasons)
+    log.info("batch_processed", size=len(ids), **result.states)
+    return {"states": result.states, "retry": len(result.retry)}
+
+
+def _count_outcomes(rt: runtime.Runtime, states: dict[str, int]) -> None:
+    """Outcome counters live in Redis so the receiver's /metrics shows every worker's."""
+    if not states:
+        return
+    try:
+        pipe = rt.redis.pipeline()
+        for state, count in states.items():
+            pipe.hincrby("payhook:outcomes", state, count)
+        pipe.execute()
+    except Exception as exc:  # metrics must never fail the work
+        log.warning("outcome_metrics_failed", error=str(exc)[:120])
+
+
+@app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
+def sweep_callbacks() -> int:
+    """Re-enqueue callbacks left non-final past their deadline (lost queue, killed worker)."""
+    rt = runtime.get()
+    return sweep(rt, lambda ids: process_callbacks.apply_async(args=[ids], retry=False))
+
+
+@app.task(name=RECONCILE_TASK, acks_late=True, ignore_result=True)
+def reconcile_pass(provider: str | None = None, account: str | None = None) -> int | None:
+    """Run one reconciliation pass; the id of its stored report."""
+    try:
+        from reconcile.runner import run_pass
+    except ImportError:  # reconciliation not installed in this build
+        return None
+    return run_pass(runtime.get(), provider=provider, account=account)
