@@ -44,9 +44,12 @@ class ReceiverMetrics:
 class StateCollector(Collector):
     """Outcomes by state (from the workers' Redis counters) and the oldest non-final callback."""
 
-    def __init__(self, engine: Engine, redis_client: Callable[[], redis.Redis | None]) -> None:
+    def __init__(
+        self, engine: Engine, redis_client: Callable[[], redis.Redis | None], key: str
+    ) -> None:
         self._engine = engine
         self._redis = redis_client
+        self._key = key
 
     def collect(self) -> Iterator[Metric]:
         age = GaugeMetricFamily(
@@ -73,7 +76,7 @@ class StateCollector(Collector):
         )
         client = self._redis()
         try:
-            counts = client.hgetall("payhook:outcomes") if client is not None else {}
+            counts = client.hgetall(self._key) if client is not None else {}
         except Exception as exc:
             log.warning("metrics_redis_failed", error=str(exc)[:120])
             counts = {}

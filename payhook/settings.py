@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     sweep_after_s: float = Field(default=120.0, gt=0)
     # Redis redelivers an unacked task after this: minutes, not Celery's default hour.
     visibility_timeout_s: int = Field(default=300, gt=0)
+    # The Celery queue (and Redis key prefix): separate deployments sharing one Redis use their own.
+    queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.

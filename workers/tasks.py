@@ -46,7 +46,7 @@ def _count_outcomes(rt: runtime.Runtime, states: dict[str, int]) -> None:
     try:
         pipe = rt.redis.pipeline()
         for state, count in states.items():
-            pipe.hincrby("payhook:outcomes", state, count)
+            pipe.hincrby(f"{rt.settings.queue}:outcomes", state, count)
         pipe.execute()
     except Exception as exc:  # metrics must never fail the work
         log.warning("outcome_metrics_failed", error=str(exc)[:120])

@@ -1,0 +1,73 @@
+"""Session fixtures: the database and Redis (from the environment, else embedded), the
+sandbox providers, and one running payhook stack."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis  # noqa: F401 - imported early: its lazy import at session end hits a CPython
+import pytest       # 3.11.7 ast bug ("AST constructor recursion depth mismatch") under pytest
+
+from ledger.migrate import upgrade
+from payhook.embedded import EmbeddedRedis
+from sandbox.world import SandboxWorld
+from tests.harness import ProviderServer, Stack
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """PAYHOOK_DATABASE_URL if set (CI: PostgreSQL), else a fresh SQLite file; migrated."""
+    url = os.environ.get("PAYHOOK_DATABASE_URL") or (
+        f"sqlite:///{tmp_path_factory.mktemp('db') / 'payhook.db'}"
+    )
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PAYHOOK_REDIS_URL if set, else a redis-server started for this session."""
+    if url := os.environ.get("PAYHOOK_REDIS_URL"):
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> SandboxWorld:
+    return SandboxWorld(tmp_path_factory.mktemp("sandbox"))
+
+
+@pytest.fixture(scope="session")
+def provider_server(world: SandboxWorld) -> Iterator[ProviderServer]:
+    server = ProviderServer(world).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
+    world: SandboxWorld, provider_server: ProviderServer,
+) -> Iterator[Stack]:
+    """Receiver, worker and beat, running for the whole session on their own queue."""
+    running = Stack(tmp_path_factory.mktemp("stack"), database_url, redis_url, world,
+                    provider_server.url, queue=f"payhook-test-{uuid.uuid4().hex[:8]}")
+    running.start()
+    yield running
+    running.stop()
+
+
+def unique(prefix: str = "M") -> str:
+    """A merchant order number no other test uses."""
+    return f"{prefix}{uuid.uuid4().hex[:12].upper()}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

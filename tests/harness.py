@@ -1,0 +1,197 @@
+"""A real payhook stack for tests: receiver, worker and beat as processes, the sandbox's
+provider APIs on a local port, Redis and the database from the environment or embedded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from payhook.embedded import free_port
+from providers.base import HttpRequest
+from sandbox.world import SandboxWorld, create_provider_app
+
+API_TOKEN = "test-token"  # noqa: S105 - a fixture, not a secret
+
+
+class ProviderServer:
+    """The sandbox's provider query APIs, served from a thread on 127.0.0.1."""
+
+    def __init__(self, world: SandboxWorld) -> None:
+        self.world = world
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(create_provider_app(self.world))
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def start(self) -> ProviderServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def exchange(method: str, url: str, *, body: bytes | None = None,
+             headers: dict[str, str] | None = None,
+             timeout: float = 10) -> tuple[int, bytes, dict[str, str]]:
+    """One HTTP exchange; (status, body, headers) for any status."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
+            return reply.status, reply.read(), dict(reply.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
+def http(method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+    """One HTTP exchange; (status, body) for any status."""
+    status, body, _ = exchange(method, url, **kwargs)
+    return status, body
+
+
+class Stack:
+    """payhook's processes for one test session (or one test that breaks things)."""
+
+    def __init__(self, workdir: Path, database_url: str, redis_url: str, world: SandboxWorld,
+                 providers_url: str, queue: str, **env: str) -> None:
+        self.workdir = workdir
+        self.world = world
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = world.write_config(providers_url, workdir / "payhook.toml",
+                                    stale_after_s=2, timestamp_tolerance_s=300)
+        self.env = {
+            **os.environ,
+            "PAYHOOK_DATABASE_URL": database_url,
+            "PAYHOOK_REDIS_URL": redis_url,
+            "PAYHOOK_CONFIG": str(config),
+            "PAYHOOK_API_TOKEN": API_TOKEN,
+            "PAYHOOK_LOG_FORMAT": "json",
+            "PAYHOOK_QUEUE": queue,
+            "PAYHOOK_SWEEP_INTERVAL_S": "1",
+            "PAYHOOK_SWEEP_AFTER_S": "4",
+            "PAYHOOK_VISIBILITY_TIMEOUT_S": "30",
+            "PAYHOOK_RECONCILE_INTERVAL_S": "3600",
+            **env,
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "payhook.cli", *args], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+
+    def start(self, *, worker: bool = True, beat: bool = True) -> Stack:
+        self._spawn("receiver", "serve", "--host", "127.0.0.1", "--port", str(self.port))
+        if worker:
+            self.start_worker()
+        if beat:
+            self._spawn("beat", "beat", "--schedule", str(self.workdir / "beat-schedule"))
+        wait_for(lambda: http("GET", f"{self.url}/healthz")[0] == 200, 30, "receiver up")
+        return self
+
+    def start_worker(self, concurrency: int = 2) -> None:
+        self._spawn("worker", "worker", "--concurrency", str(concurrency), "--pool", "prefork",
+                    "--without-mingle", "--without-gossip", "--hostname",
+                    f"w{time.monotonic_ns()}@%h")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the process group (a prefork worker and all its children)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in list(self.procs.items()):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            del self.procs[name]
+
+    # -- talking to it ------------------------------------------------------------------------
+    def post(self, request: HttpRequest) -> tuple[int, bytes, int | None]:
+        """Send a provider's callback to the receiver: status, body, stored callback id."""
+        status, body, headers = exchange(request.method, self.url + request.url,
+                                         body=request.body, headers=dict(request.headers))
+        callback_id = headers.get("X-Payhook-Callback-Id")
+        return status, body, int(callback_id) if callback_id else None
+
+    def api(self, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
+        status, raw = http(method, self.url + path, body=body, headers={
+            "Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+        return status, json.loads(raw) if raw else None
+
+    def order(self, provider: str, merchant_order_no: str) -> dict[str, Any] | None:
+        status, body = self.api("GET", f"/api/orders/{provider}/{merchant_order_no}")
+        return body if status == 200 else None
+
+    def callbacks_for(self, merchant_order_no: str) -> list[dict[str, Any]]:
+        _, body = self.api("GET", "/api/callbacks?limit=1000")
+        return [c for c in body["callbacks"] if c["merchant_order_no"] == merchant_order_no]
+
+    def callback(self, callback_id: int) -> dict[str, Any]:
+        return self.api("GET", f"/api/callbacks/{callback_id}")[1]
+
+    def register(self, provider: str, merchant_order_no: str, amount: str, **extra: Any) -> None:
+        currency = {"opay": "NGN", "mtpay": "CNY"}.get(provider, "IDR")
+        payload = {"provider": provider, "merchant_order_no": merchant_order_no,
+                   "kind": "payment", "amount": amount, "currency": currency, **extra}
+        status, body = self.api("POST", "/api/orders", payload)
+        assert status in (200, 201), body
+
+    def wait_final(self, ids: list[int], timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until every callback id is in a final state; their records."""
+        found: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            found[:] = [self.callback(i) for i in ids]
+            return all(c["state"] not in ("received", "processing") for c in found)
+
+        wait_for(done, timeout, f"callbacks {ids} final")
+        return found
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until true, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
