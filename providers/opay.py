@@ -172,7 +172,10 @@ def _decrypt_json(key: rsa.RSAPrivateKey, ciphertext: str) -> Any:
     try:
         return json.loads(plaintext.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise Rejected("malformed", "plaintext is not UTF-8 JSON") from exc
+        # cryptography decrypts PKCS#1 v1.5 with implicit rejection (the Marvin mitigation):
+        # a block with bad padding yields random bytes instead of an error, so a plaintext
+        # that is not JSON is how a failed decryption shows itself.
+        raise Rejected("decrypt_failed", "plaintext is not UTF-8 JSON") from exc
 
 
 def reply_sign_string(reply: Mapping[str, Any]) -> bytes:

@@ -45,6 +45,7 @@ class ProviderServer:
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
 
     def start(self) -> ProviderServer:
         self._thread.start()
@@ -195,3 +196,31 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def fresh_database(database_url: str, workdir: Path) -> tuple[str, Callable[[], None]]:
+    """A new, migrated, empty database beside `database_url`, and a function that drops it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ledger.migrate import upgrade
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        path = workdir / f"db-{time.monotonic_ns()}.sqlite"
+        fresh = f"sqlite:///{path}"
+        upgrade(fresh)
+        return fresh, lambda: None
+    name = f"{url.database}_t{time.monotonic_ns() % 10**9}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    fresh = url.set(database=name).render_as_string(hide_password=False)
+    upgrade(fresh)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return fresh, drop
