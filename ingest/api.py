@@ -1,4 +1,4 @@
-"""The read/admin API under /api (bearer token; with no token configured it answers 503, never open)."""
+"""The read/admin API under /api: bearer token; with no token configured, 503, never open."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
     token = request.app[SETTINGS].api_token
     if token is None:
-        return web.json_response({"error": "API disabled: PAYHOOK_API_TOKEN is not set"}, status=503)
+        return web.json_response(
+            {"error": "API disabled: PAYHOOK_API_TOKEN is not set"}, status=503
+        )
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {token.get_secret_value()}"
     if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -88,10 +90,14 @@ async def post_order(request: web.Request) -> web.Response:
         order_in = OrderIn.model_validate(payload)
         currency = order_in.currency.upper()
         spec = OrderSpec(
-            provider=order_in.provider, account=order_in.account,
-            merchant_order_no=order_in.merchant_order_no, kind=order_in.kind,
-            amount_minor=to_minor(order_in.amount, currency), currency=currency,
-            provider_order_no=order_in.provider_order_no, customer_phone=order_in.customer_phone,
+            provider=order_in.provider,
+            account=order_in.account,
+            merchant_order_no=order_in.merchant_order_no,
+            kind=order_in.kind,
+            amount_minor=to_minor(order_in.amount, currency),
+            currency=currency,
+            provider_order_no=order_in.provider_order_no,
+            customer_phone=order_in.customer_phone,
         )
     except (ValueError, ValidationError, UnicodeDecodeError) as exc:
         return _bad_request(str(exc).splitlines()[0][:300])
@@ -194,7 +200,8 @@ def replay_ids(app: web.Application, ids: list[int]) -> list[int]:
         found = list(session.execute(select(Callback.id).where(Callback.id.in_(ids))).scalars())
         if found:
             session.execute(
-                update(Callback).where(Callback.id.in_(found))
+                update(Callback)
+                .where(Callback.id.in_(found))
                 .values(state="received", reason=None, enqueued_at=None)
             )
     return found
@@ -215,16 +222,24 @@ async def post_reconcile(request: web.Request) -> web.Response:
 
     def work() -> int:
         with _session(request) as session, session.begin():
-            run = ReconcileRun(started_at=datetime.now(UTC), state="queued",
-                               provider=provider, account=account, report="{}")
+            run = ReconcileRun(
+                started_at=datetime.now(UTC),
+                state="queued",
+                provider=provider,
+                account=account,
+                report="{}",
+            )
             session.add(run)
             session.flush()
             return run.id
 
     run_id = await in_thread(work)
     celery = request.app[CELERY]
-    await in_thread(lambda: celery.send_task(
-        RECONCILE_TASK, kwargs={"run_id": run_id, "provider": provider, "account": account}))
+    await in_thread(
+        lambda: celery.send_task(
+            RECONCILE_TASK, kwargs={"run_id": run_id, "provider": provider, "account": account}
+        )
+    )
     return web.json_response({"id": run_id, "state": "queued"}, status=202)
 
 
@@ -236,9 +251,15 @@ async def get_reconcile_run(request: web.Request) -> web.Response:
             run = session.get(ReconcileRun, run_id)
             if run is None:
                 return None
-            return {"id": run.id, "state": run.state, "started_at": iso(run.started_at),
-                    "finished_at": iso(run.finished_at), "provider": run.provider,
-                    "account": run.account, "report": json.loads(run.report)}
+            return {
+                "id": run.id,
+                "state": run.state,
+                "started_at": iso(run.started_at),
+                "finished_at": iso(run.finished_at),
+                "provider": run.provider,
+                "account": run.account,
+                "report": json.loads(run.report),
+            }
 
     body = await in_thread(work)
     if body is None:

@@ -1,4 +1,4 @@
-"""The receiver application: `create_app(settings, …)` with the callback routes and health checks."""
+"""The receiver: `create_app(settings, …)` with the callback routes and health checks."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ async def receive_callback(request: web.Request) -> web.Response:
     metrics.ack_latency.observe(time.perf_counter() - started)
     log.debug("callback_stored", callback_id=callback_id, provider=provider)
     return web.Response(
-        status=ack.status, body=ack.body, content_type=ack.content_type,
+        status=ack.status,
+        body=ack.body,
+        content_type=ack.content_type,
         headers={"X-Payhook-Callback-Id": str(callback_id)},
     )
 
@@ -127,7 +129,9 @@ def create_app(
     dispatcher = Dispatcher(make_publisher(celery), max_ids=settings.batch_size)
     app[DISPATCHER] = dispatcher
     app[INBOX] = Inbox(engine, dispatcher.submit)
-    app[METRICS].registry.register(StateCollector(engine, lambda: app[REDIS], f"{settings.queue}:outcomes"))
+    app[METRICS].registry.register(
+        StateCollector(engine, lambda: app[REDIS], f"{settings.queue}:outcomes")
+    )
     app.cleanup_ctx.append(_run_threads)
     app.router.add_post("/callbacks/{provider}", receive_callback)
     app.router.add_post("/callbacks/{provider}/{account}", receive_callback)

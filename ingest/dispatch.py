@@ -63,5 +63,6 @@ class Dispatcher:
                 self._publish(chunk)
                 self.published += len(chunk)
             except Exception as exc:  # broker trouble: the sweeper owns recovery
-                log.warning("publish_failed", error=str(exc)[:200], ids=len(chunk),
-                            first_id=chunk[0])
+                log.warning(
+                    "publish_failed", error=str(exc)[:200], ids=len(chunk), first_id=chunk[0]
+                )

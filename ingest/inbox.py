@@ -48,7 +48,7 @@ _Item = tuple[Received, "asyncio.Future[int]", asyncio.AbstractEventLoop]
 
 
 class Inbox:
-    """Group-committing writer; `on_committed(ids)` is called (in the writer thread) after each commit."""
+    """Group-committing writer; `on_committed(ids)` runs in the writer thread after each commit."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the receiver, plus gauges read from the database and Redis at scrape time."""
+"""Prometheus metrics of the receiver, plus gauges read from the database and Redis."""
 
 from __future__ import annotations
 
@@ -23,19 +23,26 @@ class ReceiverMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.received = Counter(
-            "payhook_callbacks_received_total", "Callbacks received", ["provider"],
+            "payhook_callbacks_received_total",
+            "Callbacks received",
+            ["provider"],
             registry=self.registry,
         )
         self.acknowledged = Counter(
-            "payhook_callbacks_acknowledged_total", "Callbacks committed and acknowledged",
-            ["provider"], registry=self.registry,
+            "payhook_callbacks_acknowledged_total",
+            "Callbacks committed and acknowledged",
+            ["provider"],
+            registry=self.registry,
         )
         self.refused = Counter(
-            "payhook_callbacks_refused_total", "Callbacks answered without an ack",
-            ["provider", "status"], registry=self.registry,
+            "payhook_callbacks_refused_total",
+            "Callbacks answered without an ack",
+            ["provider", "status"],
+            registry=self.registry,
         )
         self.ack_latency = Histogram(
-            "payhook_ack_latency_seconds", "Receipt to acknowledgement",
+            "payhook_ack_latency_seconds",
+            "Receipt to acknowledgement",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=self.registry,
         )
@@ -71,12 +78,15 @@ class StateCollector(Collector):
         except Exception as exc:
             log.warning("metrics_db_failed", error=str(exc)[:120])
         outcomes = GaugeMetricFamily(
-            "payhook_callback_outcomes", "Callbacks finished by workers, by state and reason",
+            "payhook_callback_outcomes",
+            "Callbacks finished by workers, by state and reason",
             labels=["state", "reason"],
         )
         client = self._redis()
         try:
-            counts = client.hgetall(self._key) if client is not None else {}
+            counts: dict[bytes, bytes] = (
+                client.hgetall(self._key) if client is not None else {}  # type: ignore[assignment]
+            )
         except Exception as exc:
             log.warning("metrics_redis_failed", error=str(exc)[:120])
             counts = {}

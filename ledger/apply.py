@@ -95,7 +95,7 @@ def apply_event(session: Session, event: Incoming, now: datetime) -> Applied:
 
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:
-    """The order row, locked; created (unregistered) from the event if the merchant never told us."""
+    """The order row, locked; created (unregistered) if the merchant never told us of it."""
     currency = (event.currency or "XXX").upper()
     amount = to_minor(event.amount, currency) if event.amount is not None else 0
     created_id = insert_ignore(

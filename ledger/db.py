@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for `url`; on SQLite, WAL + BEGIN IMMEDIATE so concurrent writers queue, not fail."""
+    """An engine for `url`; on SQLite, WAL + BEGIN IMMEDIATE: concurrent writers queue."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

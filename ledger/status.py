@@ -35,7 +35,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """The rule's verdict: outcome, the new status (None: unchanged), flags, and whether money moves."""
+    """The verdict: outcome, new status (None: unchanged), flags, and whether money moves."""
 
     outcome: Outcome
     new_status: Status | None = None

@@ -18,7 +18,9 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def find_order(session: Session, provider: str, account: str | None, merchant_order_no: str) -> Order | None:
+def find_order(
+    session: Session, provider: str, account: str | None, merchant_order_no: str
+) -> Order | None:
     """The order, in `account` if given, else in any account of the provider (first by id)."""
     stmt = select(Order).where(
         Order.provider == provider, Order.merchant_order_no == merchant_order_no
@@ -50,13 +52,23 @@ def order_json(session: Session, order: Order) -> dict[str, Any]:
         "needs_review": order.needs_review,
         "review_reasons": json.loads(order.review_reasons),
         "payments": [
-            {"provider_txn_id": p.provider_txn_id, "amount": format_minor(p.amount_minor, cur),
-             "status": p.status, "paid_at": iso(p.paid_at)}
+            {
+                "provider_txn_id": p.provider_txn_id,
+                "amount": format_minor(p.amount_minor, cur),
+                "status": p.status,
+                "paid_at": iso(p.paid_at),
+            }
             for p in payments
         ],
         "history": [
-            {"at": iso(h.at), "source": h.source, "callback_id": h.callback_id,
-             "provider_status": h.provider_status, "status": h.status, "outcome": h.outcome}
+            {
+                "at": iso(h.at),
+                "source": h.source,
+                "callback_id": h.callback_id,
+                "provider_status": h.provider_status,
+                "status": h.status,
+                "outcome": h.outcome,
+            }
             for h in history
         ],
         "created_at": iso(order.created_at),
@@ -100,8 +112,12 @@ def balances(session: Session) -> list[dict[str, Any]]:
         .order_by(Posting.ledger_account, Posting.currency)
     )
     return [
-        {"account": acct, "currency": cur, "balance": format_minor(int(total), cur),
-         "balance_minor": int(total)}
+        {
+            "account": acct,
+            "currency": cur,
+            "balance": format_minor(int(total), cur),
+            "balance_minor": int(total),
+        }
         for acct, cur, total in rows
     ]
 

@@ -1,4 +1,4 @@
-"""The providers file (CONTRACT §2): one validated account per table, errors naming file/table/key."""
+"""The providers file (CONTRACT §2): validated accounts; errors name file, table and key."""
 
 from __future__ import annotations
 

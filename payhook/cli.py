@@ -21,8 +21,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     accounts = load_accounts(settings.config)
     engine = make_engine(settings.database_url, pool_size=8)
     app = create_app(settings, accounts, engine, make_celery(settings))
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None,
-                shutdown_timeout=10)
+    web.run_app(
+        app, host=args.host, port=args.port, access_log=None, print=None, shutdown_timeout=10
+    )
     return 0
 
 
@@ -77,13 +78,13 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     from payhook.dev import run_dev
 
-    return run_dev(settings, args)
+    return int(run_dev(settings, args))
 
 
 def _sandbox(settings: Settings, args: argparse.Namespace) -> int:
     from sandbox.cli import main as sandbox_main
 
-    return sandbox_main(settings, args)
+    return int(sandbox_main(settings, args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     for name in ("worker", "beat"):
         sub.add_parser(name, help=f"run the Celery {name} (extra arguments pass through)")
-    sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=_migrate)
+    sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(
+        func=_migrate
+    )
     replay = sub.add_parser("replay", help="re-process stored callbacks from their raw bytes")
     replay.add_argument("ids", nargs="*", type=int)
     replay.add_argument("--state", help="replay every callback in this state (e.g. dead)")

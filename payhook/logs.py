@@ -1,4 +1,4 @@
-"""structlog configured once per process: JSON or console lines, context from contextvars, secrets redacted."""
+"""structlog, configured once per process: JSON or console lines, contextvars, redaction."""
 
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ class SandboxWorld:
         self.otgpay = w_otgpay.OTGPayProviderKeys(
             otg_provider, otg_merchant.public_key(), s["otgpay_secret"], app_id=1054)
         self.mtpay = w_mtpay.MTPayProviderKeys(s["mtpay_access_key"], s["mtpay_secret_key"])
-        self._forger = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        # A key that is not the provider's, to forge signatures with; size is irrelevant.
+        self._forger = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
         self._lock = threading.Lock()
         self.orders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.busy: set[str] = set()

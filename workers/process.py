@@ -54,7 +54,7 @@ def now_utc() -> datetime:
 
 
 def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
-    """Bring every callback in `ids` that is not final yet to a final state (or schedule a retry)."""
+    """Bring every non-final callback in `ids` to a final state (or schedule a retry)."""
     with rt.sessions() as session:
         rows = list(
             session.execute(
@@ -110,7 +110,8 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
         return
 
     async def one(v: Verdict) -> None:
-        assert v.claimed is not None and v.account is not None
+        assert v.claimed is not None
+        assert v.account is not None
         ref = OrderRef(v.claimed.merchant_order_no, v.claimed.provider_order_no)
         if v.claimed.kind is not None:
             ref = OrderRef(ref.merchant_order_no, ref.provider_order_no, v.claimed.kind)
@@ -147,8 +148,9 @@ def _finish(rt: Runtime, session: Session, v: Verdict) -> tuple[str, str | None]
     values: dict[str, object] = {"attempts": v.attempts + 1, "processed_at": now}
     if order_no is not None:
         values["merchant_order_no"] = order_no.merchant_order_no[:128]
-    structlog.contextvars.bind_contextvars(callback_id=v.callback_id,
-                                           order=values.get("merchant_order_no"))
+    structlog.contextvars.bind_contextvars(
+        callback_id=v.callback_id, order=values.get("merchant_order_no")
+    )
     try:
         if v.rejected is None and v.transient is None:
             with session.begin_nested():
@@ -169,8 +171,12 @@ def _finish(rt: Runtime, session: Session, v: Verdict) -> tuple[str, str | None]
     else:
         values.update(state="processing", reason=v.transient)
     _set(session, v.callback_id, values)
-    log.info("callback_processed", callback_id=v.callback_id, state=values["state"],
-             reason=values["reason"])
+    log.info(
+        "callback_processed",
+        callback_id=v.callback_id,
+        state=values["state"],
+        reason=values["reason"],
+    )
     return str(values["state"]), v.rejected or v.transient
 
 

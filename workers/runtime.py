@@ -38,7 +38,7 @@ class Runtime:
     _loop: asyncio.AbstractEventLoop | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on this process's own event loop (kept, so the HTTP session is reused)."""
+        """Run a coroutine on this process's own loop (kept, so the HTTP session is reused)."""
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)

@@ -9,7 +9,9 @@ from ledger.models import Base
 
 config = context.config
 url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-engine = make_engine(url)
+if not url:
+    raise RuntimeError("no database URL: run migrations through `payhook migrate`")
+engine = make_engine(str(url))
 with engine.connect() as connection:
     context.configure(
         connection=connection,
