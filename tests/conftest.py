@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401 - imported early: its lazy import at session end hits a CPython
-import pytest       # 3.11.7 ast bug ("AST constructor recursion depth mismatch") under pytest
+import pytest  # 3.11.7 ast bug ("AST constructor recursion depth mismatch") under pytest
 
 from ledger.migrate import upgrade
 from payhook.embedded import EmbeddedRedis

@@ -23,7 +23,7 @@ from payhook.embedded import free_port
 from providers.base import HttpRequest
 from sandbox.world import SandboxWorld, create_provider_app
 
-API_TOKEN = "test-token"  # noqa: S105 - a fixture, not a secret
+API_TOKEN = "test-token"
 
 
 class ProviderServer:
@@ -104,7 +104,7 @@ class Stack:
 
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(  # noqa: S603
+        self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "payhook.cli", *args], env=self.env, stdout=log,
             stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
 
