@@ -72,7 +72,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from reconcile.cli import reconcile_now
 
-    return reconcile_now(settings, provider=args.provider, account=args.account)
+    return int(reconcile_now(settings, provider=args.provider, account=args.account))
 
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:

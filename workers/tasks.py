@@ -66,4 +66,4 @@ def reconcile_pass(provider: str | None = None, account: str | None = None) -> i
         from reconcile.runner import run_pass
     except ImportError:  # reconciliation not installed in this build
         return None
-    return run_pass(runtime.get(), provider=provider, account=account)
+    return int(run_pass(runtime.get(), provider=provider, account=account))
