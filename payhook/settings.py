@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)
     batch_size: int = Field(default=64, gt=0)
+    # Reconciliation: default per-order backoff and the provider-silence window.
+    reconcile_backoff_s: tuple[int, ...] = (300, 900, 3600, 21600, 86400)
+    reconcile_silence_window_s: int = Field(default=900, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.
     publish_timeout_s: float = Field(default=2.0, gt=0)
 

@@ -156,6 +156,9 @@ class AccountConfig(BaseModel):
     stale_after_s: int = Field(default=900, ge=0)
     query_rate_per_s: float = Field(default=5.0, gt=0)
     trust: Trust | None = None
+    # Reconciliation's per-order backoff between status queries; None: the service default
+    # (5 min, 15 min, 1 h, 6 h, 24 h).
+    poll_backoff_s: tuple[int, ...] | None = None
 
 
 A = TypeVar("A", bound=AccountConfig)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import redis
@@ -21,6 +21,7 @@ from payhook.accounts import Accounts, load_accounts
 from payhook.settings import Settings, load_settings
 from providers.base import QueryTransport
 from providers.http import QueryHttp
+from reconcile.context import PassContext, ReconcileConfig
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ class Runtime:
     redis: redis.Redis
     http: QueryHttp = field(default_factory=QueryHttp)
     _loop: asyncio.AbstractEventLoop | None = None
+    _pass: PassContext | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this process's own loop (kept, so the HTTP session is reused)."""
@@ -47,6 +49,16 @@ class Runtime:
         acct = self.accounts.get(provider, account)
         rate = acct.config.query_rate_per_s if acct else 5.0
         return self.http.for_account(f"{provider}/{account}", rate)
+
+    def pass_context(self) -> PassContext:
+        """The reconciliation context, built once per process (its SMS client keeps a token)."""
+        if self._pass is None:
+            config = replace(ReconcileConfig.from_settings(self.settings),
+                             redis_prefix=f"{self.settings.queue}:recon")
+            self._pass = PassContext(sessions=self.sessions, accounts=self.accounts,
+                                     http=self.http, redis=self.redis, run=self.run,
+                                     config=config)
+        return self._pass
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from payhook.broker import PROCESS_TASK, RECONCILE_TASK, SWEEP_TASK
 from providers.errors import Transient
+from reconcile.runner import run_pass
 from workers import runtime
 from workers.app import app
 from workers.process import process_batch
@@ -60,10 +61,9 @@ def sweep_callbacks() -> int:
 
 
 @app.task(name=RECONCILE_TASK, acks_late=True, ignore_result=True)
-def reconcile_pass(provider: str | None = None, account: str | None = None) -> int | None:
-    """Run one reconciliation pass; the id of its stored report."""
-    try:
-        from reconcile.runner import run_pass
-    except ImportError:  # reconciliation not installed in this build
-        return None
-    return int(run_pass(runtime.get(), provider=provider, account=account))
+def reconcile_pass(
+    run_id: int | None = None, provider: str | None = None, account: str | None = None
+) -> int:
+    """Run one reconciliation pass (the queued run `run_id`, or a new one); the run's id."""
+    return run_pass(runtime.get().pass_context(), run_id=run_id, provider=provider,
+                    account=account)

@@ -1,0 +1,59 @@
+"""The per-account query budget shared by every process: a Redis counter per time window.
+
+Each window (one second, or 1/rate seconds for rates below one a second) has its own key,
+incremented per query and expired soon after, so all workers together stay within
+`query_rate_per_s`. The HTTP layer's token bucket still smooths each process on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+import redis
+
+
+def window(rate_per_s: float) -> tuple[int, int]:
+    """(window length in seconds, queries allowed per window) for `rate_per_s`."""
+    if rate_per_s <= 0:
+        raise ValueError("rate_per_s must be positive")
+    length = 1 if rate_per_s >= 1 else math.ceil(1 / rate_per_s)
+    return length, max(1, int(rate_per_s * length))
+
+
+class RateBudget:
+    """Grants queries per account across processes; `acquire` sleeps until one is granted."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._clock = clock
+
+    def key(self, account_key: str, slot: int) -> str:
+        return f"{self._prefix}:rate:{account_key}:{slot}"
+
+    def try_take(self, account_key: str, rate_per_s: float) -> float:
+        """Take one query from the current window: 0.0 if granted, else seconds to wait."""
+        length, allowed = window(rate_per_s)
+        now = self._clock()
+        slot = int(now // length)
+        pipe = self._redis.pipeline()
+        pipe.incr(self.key(account_key, slot))
+        pipe.expire(self.key(account_key, slot), length + 1)
+        used = int(pipe.execute()[0])
+        if used <= allowed:
+            return 0.0
+        # A refused take still counted: harmless, the window is already full.
+        return max((slot + 1) * length - now, 0.001)
+
+    async def acquire(self, account_key: str, rate_per_s: float) -> None:
+        """Wait (sleeping, never spinning) until a query of `account_key` is within budget."""
+        while True:
+            wait = await asyncio.to_thread(self.try_take, account_key, rate_per_s)
+            if wait == 0.0:
+                return
+            await asyncio.sleep(wait)

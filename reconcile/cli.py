@@ -1,0 +1,58 @@
+"""`payhook reconcile`: run one pass now, outside the worker, and print its report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import redis
+
+from ledger.db import make_engine, make_sessionmaker
+from ledger.models import ReconcileRun
+from payhook.accounts import load_accounts
+from payhook.settings import Settings
+from providers.http import QueryHttp
+from reconcile.context import PassContext, ReconcileConfig
+from reconcile.runner import run_pass
+
+T = TypeVar("T")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def reconcile_now(
+    settings: Settings, provider: str | None = None, account: str | None = None
+) -> int:
+    """Run a pass with resources of its own, print the stored report as JSON; exit status 0."""
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    client = redis.Redis.from_url(settings.redis_url or DEFAULT_REDIS_URL)
+    http = QueryHttp()
+    loop = asyncio.new_event_loop()
+
+    def run(coro: Coroutine[Any, Any, T], /) -> T:
+        return loop.run_until_complete(coro)
+
+    try:
+        ctx = PassContext(
+            sessions=sessions,
+            accounts=load_accounts(settings.config),
+            http=http,
+            redis=client,
+            run=run,
+            config=ReconcileConfig.from_settings(settings),
+        )
+        run_id = run_pass(ctx, provider=provider, account=account)
+        with sessions() as session:
+            stored = session.get(ReconcileRun, run_id)
+            assert stored is not None
+            report = {"run_id": run_id, "state": stored.state, **json.loads(stored.report)}
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    finally:
+        loop.run_until_complete(http.close())
+        loop.close()
+        client.close()
+        engine.dispose()

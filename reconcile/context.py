@@ -1,0 +1,113 @@
+"""What a reconciliation pass runs with: its tunables (`ReconcileConfig`) and its resources
+(`PassContext`), built by the worker from its Runtime or by the CLI on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from payhook.accounts import Account, Accounts
+from providers.http import QueryHttp
+from reconcile.alerts import Alerter
+from reconcile.sms import Sssms88Client
+
+T = TypeVar("T")
+
+#: CONTRACT §6: per-order backoff between status queries, the last step repeating.
+DEFAULT_BACKOFF_S: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 24 * 3600)
+
+
+class CoroutineRunner(Protocol):
+    """Runs a coroutine to completion from synchronous code (the worker's `Runtime.run`)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, T], /) -> T: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    """Tunables of a pass; `from_settings` reads `reconcile_*` settings where they exist."""
+
+    backoff_s: tuple[int, ...] = DEFAULT_BACKOFF_S
+    #: Per "provider/account" schedule overriding `backoff_s`.
+    account_backoff_s: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    give_up_after_s: int = 7 * 86400
+    #: A claimed order is not due again for this long, so a crashed pass cannot lose it.
+    claim_lease_s: int = 600
+    #: Orders claimed per account and pass: min(max_per_account, rate * pass_budget_s).
+    max_per_account: int = 500
+    pass_budget_s: float = 30.0
+    concurrency: int = 16
+    breaker_failures: int = 5
+    breaker_cooldown_s: int = 300
+    silence_window_s: int = 900
+    silence_bring_forward: int = 50
+    report_refs: int = 50
+    redis_prefix: str = "payhook:recon"
+
+    @classmethod
+    def from_settings(cls, settings: object) -> ReconcileConfig:
+        """Defaults, overridden by `settings.reconcile_<name>` for every name it defines."""
+        base = cls()
+        values: dict[str, Any] = {}
+        for name in ("give_up_after_s", "claim_lease_s", "max_per_account", "pass_budget_s",
+                     "concurrency", "breaker_failures", "breaker_cooldown_s",
+                     "silence_window_s", "silence_bring_forward", "report_refs"):
+            value = getattr(settings, f"reconcile_{name}", None)
+            if value is not None:
+                values[name] = type(getattr(base, name))(value)
+        backoff = getattr(settings, "reconcile_backoff_s", None)
+        if backoff:
+            values["backoff_s"] = tuple(int(s) for s in backoff)
+        return cls(**values)
+
+    def schedule(self, account: Account) -> tuple[int, ...]:
+        """`account`'s backoff: its own `poll_backoff_s`, else this config's override or default."""
+        own = getattr(account.config, "poll_backoff_s", None)
+        if own:
+            return tuple(int(s) for s in own)
+        return self.account_backoff_s.get(account.key, self.backoff_s)
+
+    def per_pass(self, account: Account) -> int:
+        """How many of `account`'s due orders one pass claims: what its rate allows in budget."""
+        by_rate = int(account.config.query_rate_per_s * self.pass_budget_s)
+        return max(1, min(self.max_per_account, by_rate))
+
+
+@dataclass
+class PassContext:
+    """The resources of a pass. `run` drives coroutines from sync code; `now` is the clock."""
+
+    sessions: sessionmaker[Session]
+    accounts: Accounts
+    http: QueryHttp
+    redis: redis.Redis
+    run: CoroutineRunner
+    config: ReconcileConfig = field(default_factory=ReconcileConfig)
+    now: Callable[[], datetime] = utc_now
+    #: None: built from `accounts.sms` when SMS is configured, else alerts are log lines only.
+    alerter: Alerter | None = None
+
+    def __post_init__(self) -> None:
+        sms = self.accounts.sms
+        if self.alerter is None and sms is not None:
+            secrets = [s.get_secret_value() for s in (sms.password, sms.api_key, sms.api_secret)]
+            client = Sssms88Client.from_http(sms, self.http)
+            self.alerter = Alerter(client, self.redis, self.config.redis_prefix, secrets=secrets)
+
+    def in_scope(self, provider: str | None, account: str | None) -> list[Account]:
+        """Configured accounts matching the filters, in a stable order."""
+        return [
+            acct
+            for (prov, name), acct in sorted(self.accounts.by_key.items())
+            if (provider is None or prov == provider) and (account is None or name == account)
+        ]

@@ -1,0 +1,190 @@
+"""Polling claimed orders: ask each provider (concurrently, within the account's budget and
+breaker), then apply what it says through the ledger's rules (`source: poll`), one savepoint
+per order, and schedule each still-pending order's next query by its backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.apply import Incoming, apply_event
+from ledger.models import Order
+from ledger.money import to_minor
+from ledger.status import Kind, Outcome, Status
+from payhook.accounts import Account
+from providers.base import OrderKind, OrderRef, ProviderEvent
+from providers.errors import QueryAuth, QueryNotFound, QueryTransient
+from reconcile.breaker import Breaker, BreakerState
+from reconcile.budget import RateBudget
+from reconcile.context import PassContext
+from reconcile.due import DueOrder
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Answer:
+    """What the provider said about one order: events, or the kind of error (and its code)."""
+
+    order: DueOrder
+    events: list[ProviderEvent] = field(default_factory=list)
+    error: str | None = None  # not_found | transient | auth | permanent | skipped
+    code: str = ""
+
+
+@dataclass
+class Polled:
+    """What applying one answer did, for the report."""
+
+    order: DueOrder
+    error: str | None
+    code: str
+    status_before: str
+    status_after: str
+    outcomes: list[str]
+    flags: list[str]
+    seen: list[str] = field(default_factory=list)  # the provider statuses it reported
+    amount_seen: Decimal | None = None
+    amount_mismatch: bool = False
+    unresolved: bool = False
+
+
+async def query_all(
+    ctx: PassContext, work: Sequence[tuple[Account, DueOrder]], breaker: Breaker,
+    budget: RateBudget,
+) -> list[Answer]:
+    """Query every order, at most `concurrency` at once; the answers in input order."""
+    gate = asyncio.Semaphore(ctx.config.concurrency)
+
+    async def one(account: Account, order: DueOrder) -> Answer:
+        key = account.key
+        # The budget is taken before a slot, so a slow account does not hold slots idle.
+        if not await asyncio.to_thread(breaker.allow, key):
+            return Answer(order, error="skipped", code="breaker_open")
+        await budget.acquire(key, account.config.query_rate_per_s)
+        async with gate:
+            if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
+                return Answer(order, error="skipped", code="breaker_open")
+            answer = await _query(ctx, account, order)
+            # Recorded before the slot is freed, so the next query sees a breaker just opened.
+            if answer.error == "transient":
+                if await asyncio.to_thread(breaker.record_failure, key):
+                    log.warning("breaker_opened", account=key)
+            elif answer.error is None or answer.error == "not_found":
+                await asyncio.to_thread(breaker.record_success, key)
+        return answer
+
+    return list(await asyncio.gather(*(one(a, o) for a, o in work)))
+
+
+async def _query(ctx: PassContext, account: Account, order: DueOrder) -> Answer:
+    ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
+    transport = ctx.http.for_account(account.key, account.config.query_rate_per_s)
+    now_ms = int(ctx.now().timestamp() * 1000)
+    try:
+        events = await account.provider.query(transport, account.config, ref, now_ms)
+    except QueryNotFound as exc:
+        return Answer(order, error="not_found", code=exc.code)
+    except QueryTransient as exc:
+        return Answer(order, error="transient", code=exc.code)
+    except QueryAuth as exc:
+        return Answer(order, error="auth", code=exc.code)
+    except Exception as exc:  # QueryPermanent or an adapter bug: this order only
+        log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__)
+        return Answer(order, error="permanent", code=type(exc).__name__)
+    if not events and order.kind != Kind.STATIC_VA.value:
+        # MonetaPay answers an unknown order with an empty list; an open VA may have none yet.
+        return Answer(order, error="not_found", code="empty_reply")
+    return Answer(order, events=events)
+
+
+def apply_answer(
+    session: Session, account: Account, answer: Answer, schedule: tuple[int, ...],
+    give_up_after_s: int, now: datetime,
+) -> Polled:
+    """Apply one answer and reschedule its order; the caller owns the (nested) transaction."""
+    due = answer.order
+    order = session.execute(
+        select(Order).where(Order.id == due.id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    polled = Polled(due, answer.error, answer.code, order.status, order.status, [], [])
+    for event in answer.events:
+        # apply_event locks and updates this same identity-mapped Order object.
+        _apply_one(session, account, order, event, polled, now)
+    polled.status_after = order.status
+    if answer.error in ("skipped", "transient") or order.status != Status.PENDING.value:
+        return polled  # a skipped or busy query is retried when the claim's lease ends
+    order.poll_attempts += 1
+    steps = schedule or (86400,)
+    order.next_poll_at = now + timedelta(seconds=steps[min(order.poll_attempts, len(steps)) - 1])
+    too_old = now - order.created_at >= timedelta(seconds=give_up_after_s)
+    if too_old and order.kind != Kind.STATIC_VA.value:
+        # An open static VA stays pending by design; anything else this old a person must see.
+        order.next_poll_at = None
+        flag(order, "unresolved")
+        polled.unresolved = True
+    order.updated_at = now
+    return polled
+
+
+def _apply_one(
+    session: Session, account: Account, order: Order, event: ProviderEvent, polled: Polled,
+    now: datetime,
+) -> None:
+    if event.merchant_order_no != order.merchant_order_no:
+        # The provider answered about another order: never let it touch this one.
+        polled.flags.append("wrong_order_in_reply")
+        return
+    incoming = Incoming(
+        provider=account.provider.name,
+        account=account.name,
+        merchant_order_no=order.merchant_order_no,
+        event_id=event.event_id,
+        provider_status=event.provider_status,
+        status=Status(event.status.value),
+        amount=event.amount,
+        currency=event.currency,
+        source="poll",
+        provider_order_no=event.provider_order_no,
+        paid_at=event.paid_at,
+        kind=Kind(event.kind.value) if event.kind is not None else None,
+        flags=event.flags,
+    )
+    applied = apply_event(session, incoming, now)
+    polled.outcomes.append(applied.outcome.value)
+    polled.seen.append(event.provider_status)
+    polled.flags.extend(f for f in applied.flags if f not in polled.flags)
+    if event.amount is not None:
+        polled.amount_seen = event.amount
+        polled.amount_mismatch = polled.amount_mismatch or _amount_differs(order, event)
+    if applied.outcome is Outcome.CONFLICT and "conflicting_status" not in polled.flags:
+        polled.flags.append("conflicting_status")
+
+
+def _amount_differs(order: Order, event: ProviderEvent) -> bool:
+    if order.kind == Kind.STATIC_VA.value or not order.amount_minor or event.amount is None:
+        return False
+    currency = (event.currency or order.currency).upper()
+    try:
+        return currency != order.currency or to_minor(event.amount, currency) != order.amount_minor
+    except ValueError:
+        return True
+
+
+def flag(order: Order, reason: str) -> None:
+    """Add `reason` to the order's review reasons (once) and mark it for review."""
+    reasons: list[str] = json.loads(order.review_reasons)
+    if reason not in reasons:
+        reasons.append(reason)
+    order.review_reasons = json.dumps(reasons)
+    order.needs_review = True

@@ -1,0 +1,176 @@
+"""One reconciliation pass: silence check, claim due orders, poll, apply, report, alert.
+
+Synchronous at the top (the worker is), asynchronous for the provider queries, which run
+through `ctx.run`. The run's row moves running → done (or failed) with its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import datetime
+
+import structlog
+
+from ledger.models import ReconcileRun
+from payhook.accounts import Account
+from reconcile.breaker import Breaker, BreakerState
+from reconcile.budget import RateBudget
+from reconcile.context import PassContext
+from reconcile.due import DueOrder, claim_due
+from reconcile.poll import Answer, Polled, apply_answer, query_all
+from reconcile.report import AlertSpec, PassReport
+from reconcile.silence import find_silent, tighten
+
+log = structlog.get_logger(__name__)
+
+
+def run_pass(
+    ctx: PassContext,
+    run_id: int | None = None,
+    provider: str | None = None,
+    account: str | None = None,
+) -> int:
+    """Run one pass over the configured accounts in scope; the id of its stored run."""
+    started = ctx.now()
+    run_id = _start(ctx, run_id, provider, account, started)
+    report = PassReport(started, provider, account, ctx.config.report_refs)
+    structlog.contextvars.bind_contextvars(reconcile_run=run_id)
+    try:
+        _execute(ctx, report, provider, account)
+    except Exception as exc:
+        log.exception("reconcile_pass_failed")
+        report.tail["error"] = type(exc).__name__
+        _finish(ctx, run_id, "failed", report)
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("reconcile_run")
+    _finish(ctx, run_id, "done", report)
+    return run_id
+
+
+def _start(
+    ctx: PassContext, run_id: int | None, provider: str | None, account: str | None,
+    now: datetime,
+) -> int:
+    with ctx.sessions.begin() as session:
+        run = session.get(ReconcileRun, run_id) if run_id is not None else None
+        if run is None:
+            run = ReconcileRun(started_at=now, state="running", provider=provider,
+                               account=account, report="{}")
+            session.add(run)
+        else:  # queued by POST /api/reconcile
+            run.state, run.started_at = "running", now
+        session.flush()
+        return run.id
+
+
+def _finish(ctx: PassContext, run_id: int, state: str, report: PassReport) -> None:
+    finished = ctx.now()
+    with ctx.sessions.begin() as session:
+        run = session.get(ReconcileRun, run_id)
+        assert run is not None
+        run.state, run.finished_at, run.report = state, finished, report.dumps(finished)
+
+
+def _execute(
+    ctx: PassContext, report: PassReport, provider: str | None, account: str | None
+) -> None:
+    cfg = ctx.config
+    accounts = ctx.in_scope(provider, account)
+    breaker = Breaker(ctx.redis, cfg.redis_prefix, failures=cfg.breaker_failures,
+                      cooldown_s=cfg.breaker_cooldown_s)
+    _check_silence(ctx, report, accounts)
+    work = _claim(ctx, report, accounts, breaker)
+    answers = ctx.run(query_all(ctx, work, breaker, RateBudget(ctx.redis, cfg.redis_prefix)))
+    _apply(ctx, report, [a for a, _o in work], answers)
+    for acct in accounts:
+        report.stats(acct.key).breaker = breaker.state(acct.key).value
+    with ctx.sessions() as session:
+        report.add_ledger_state(session, ctx.now())
+    _alert(ctx, report, report.alert_specs(ctx.now().date().isoformat()))
+    totals = {k: sum(getattr(s, k) for s in report.accounts.values())
+              for k in ("claimed", "queried", "skipped")}
+    log.info("reconcile_pass", accounts=len(accounts), resolved=report.resolved.count,
+             not_found=report.not_found.count, mismatches=report.mismatches.count,
+             unresolved=report.unresolved.count, silent=len(report.silence), **totals)
+
+
+def _check_silence(ctx: PassContext, report: PassReport, accounts: list[Account]) -> None:
+    cfg, now = ctx.config, ctx.now()
+    with ctx.sessions.begin() as session:
+        for found in find_silent(session, accounts, now, cfg.silence_window_s):
+            tightened = tighten(session, ctx.redis, cfg.redis_prefix, found, now,
+                                window_s=cfg.silence_window_s, limit=cfg.silence_bring_forward)
+            log.warning("provider_silent", account=f"{found.provider}/{found.account}",
+                        window_s=cfg.silence_window_s, brought_forward=tightened.brought_forward)
+            report.silence.append(tightened)
+
+
+def _claim(
+    ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker
+) -> list[tuple[Account, DueOrder]]:
+    work: list[tuple[Account, DueOrder]] = []
+    now = ctx.now()
+    for acct in accounts:
+        stats = report.stats(acct.key)
+        if breaker.state(acct.key) is BreakerState.OPEN:
+            log.warning("account_skipped", account=acct.key, reason="breaker_open")
+            continue  # not even claimed: its orders stay due for the pass after the cool-down
+        with ctx.sessions.begin() as session:
+            due = claim_due(session, now, limit=ctx.config.per_pass(acct),
+                            lease_s=ctx.config.claim_lease_s,
+                            provider=acct.provider.name, account=acct.name)
+        stats.claimed = len(due)
+        work.extend((acct, order) for order in due)
+    return work
+
+
+def _apply(
+    ctx: PassContext, report: PassReport, accounts: list[Account], answers: list[Answer]
+) -> None:
+    by_account: dict[str, list[Answer]] = defaultdict(list)
+    account_of: dict[str, Account] = {}
+    for acct, answer in zip(accounts, answers, strict=True):
+        by_account[acct.key].append(answer)
+        account_of[acct.key] = acct
+    cfg, now = ctx.config, ctx.now()
+    for key, group in by_account.items():
+        acct, polled = account_of[key], []
+        schedule = cfg.schedule(acct)
+        with ctx.sessions.begin() as session:
+            for answer in group:
+                try:
+                    with session.begin_nested():
+                        polled.append(apply_answer(session, acct, answer, schedule,
+                                                   cfg.give_up_after_s, now))
+                except Exception as exc:  # this order only; its lease brings it back
+                    log.warning("poll_apply_failed", order_id=answer.order.id,
+                                error=type(exc).__name__)
+                    polled.append(Polled(answer.order, "permanent", f"apply:{type(exc).__name__}",
+                                         "pending", "pending", [], []))
+        report.add_polled(key, polled)
+
+
+def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec]) -> None:
+    """Always a log line; an SMS per incident (once, across processes) when SMS is set up."""
+    for spec in specs:
+        log.warning("reconcile_alert", incident=spec.incident, message=spec.message)
+    alerter = ctx.alerter
+    if alerter is None or not specs:
+        return
+
+    async def send_all() -> list[bool | BaseException]:
+        return await asyncio.gather(
+            *(alerter.alert(s.incident, s.message) for s in specs), return_exceptions=True
+        )
+
+    for spec, result in zip(specs, ctx.run(send_all()), strict=True):
+        if isinstance(result, BaseException):
+            log.warning("reconcile_alert_failed", incident=spec.incident,
+                        error=type(result).__name__)
+            report.alerts["failed"] += 1
+        elif result:
+            report.alerts["sent"].append(spec.incident)
+        else:
+            report.alerts["suppressed"] += 1

@@ -1,0 +1,73 @@
+"""The Redis query budget: one per-account rate across every process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from reconcile.budget import RateBudget, window
+from tests.reconcile.conftest import Recon
+
+
+class FakeClock:
+    """Wall-clock seconds, moved by hand."""
+
+    def __init__(self, start: float) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [(5.0, (1, 5)), (1.0, (1, 1)), (0.5, (2, 1)), (0.3, (4, 1)), (2.5, (1, 2))],
+)
+def test_window_for_rates(rate: float, expected: tuple[int, int]) -> None:
+    """Rates of one a second or more count per second; slower ones per 1/rate seconds."""
+    assert window(rate) == expected
+
+
+def test_two_processes_share_one_budget(redis_client: redis.Redis, prefix: str) -> None:
+    """Two budgets (two processes) on one Redis grant `rate` queries per second between them,
+    and tell the refused one how long until the next second."""
+    clock = FakeClock(1_000_000.25)
+    first, second = RateBudget(redis_client, prefix, clock), RateBudget(redis_client, prefix, clock)
+    grants = [b.try_take("mtpay/default", 3) for b in (first, second, first, second)]
+    assert grants[:3] == [0.0, 0.0, 0.0]
+    assert grants[3] == pytest.approx(0.75)
+    clock.value += 1
+    assert second.try_take("mtpay/default", 3) == 0.0
+    assert first.try_take("other/default", 3) == 0.0
+
+
+def test_pass_waits_when_another_process_spent_the_budget(recon: Recon) -> None:
+    """With this second's budget already spent elsewhere, the pass's query waits for the next
+    second instead of exceeding the account's rate."""
+    recon.register("R1")
+    recon.mtpay.set("R1", "PENDING")
+    recon.clock.advance(seconds=901)
+    recon.rate = 2.0
+    budget = RateBudget(recon.redis, recon.prefix)
+    while budget.try_take("mtpay/default", 2.0) == 0.0:
+        pass
+    spent_in = int(time.time())
+    recon.pass_()
+    assert recon.mtpay.count("R1") == 1
+    assert time.time() >= spent_in + 1
+
+
+def test_queries_of_one_pass_stay_within_the_rate(recon: Recon) -> None:
+    """Six due orders at 3 queries a second take at least one extra second of wall time."""
+    for n in range(6):
+        recon.register(f"Q{n}")
+        recon.mtpay.set(f"Q{n}", "PENDING")
+    recon.clock.advance(seconds=901)
+    recon.rate = 3.0
+    started = time.monotonic()
+    report = recon.pass_()
+    assert recon.mtpay.count() == 6
+    assert report["accounts"]["mtpay/default"]["queried"] == 6
+    assert time.monotonic() - started >= 1.0

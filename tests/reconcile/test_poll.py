@@ -1,0 +1,162 @@
+"""Polling through a pass: lost callbacks recovered, backoff, not-found, mismatches, give-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from ledger.models import OrderEvent, ReconcileRun
+from providers.http import QueryHttp, RetryPolicy
+from reconcile.runner import run_pass
+from tests.reconcile.conftest import Recon
+
+
+def test_lost_callback_is_resolved_by_one_pass_after_stale_after(recon: Recon) -> None:
+    """An order whose callback never came is not queried before stale_after, then is resolved
+    by the first pass after it, with a `poll` history entry and balanced postings."""
+    recon.register("M1")
+    recon.mtpay.set("M1", "SUCCESS")
+    recon.clock.advance(seconds=600)
+    early = recon.pass_()
+    assert recon.mtpay.count() == 0
+    assert early["resolved_by_poll"]["count"] == 0
+    recon.clock.advance(seconds=301)
+    report = recon.pass_()
+    assert recon.mtpay.count("M1") == 1
+    assert report["state"] == "done"
+    assert report["resolved_by_poll"]["orders"][0]["order"] == "mtpay/default/M1"
+    assert report["resolved_by_poll"]["orders"][0]["status"] == "succeeded"
+    order = recon.order("M1")
+    assert (order.status, order.paid_minor, order.next_poll_at) == ("succeeded", 10000, None)
+    with recon.sessions() as session:
+        history = session.execute(select(OrderEvent).where(OrderEvent.order_id == order.id))
+        assert [(h.source, h.outcome) for h in history.scalars()] == [("poll", "applied")]
+    assert report["ledger"]["balanced"] is True
+    assert {b["account"] for b in report["ledger"]["balances"]} == {
+        "clearing:mtpay/default", "receipts:mtpay/default"}
+    assert report["still_pending"]["count"] == 0
+
+
+def test_backoff_is_respected_between_passes(recon: Recon) -> None:
+    """A still-pending order is queried once, not again by a pass right after, and next after
+    5 minutes, then 15 minutes."""
+    recon.register("M2")
+    recon.mtpay.set("M2", "PENDING")
+    recon.clock.advance(seconds=901)
+    recon.pass_()
+    recon.clock.advance(seconds=1)
+    recon.pass_()
+    assert recon.mtpay.count("M2") == 1
+    order = recon.order("M2")
+    assert order.poll_attempts == 1
+    assert order.next_poll_at == recon.clock() - timedelta(seconds=1) + timedelta(seconds=300)
+    recon.clock.advance(seconds=299)
+    recon.pass_()
+    assert recon.mtpay.count("M2") == 2
+    recon.clock.advance(seconds=899)
+    recon.pass_()
+    assert recon.mtpay.count("M2") == 2
+    recon.clock.advance(seconds=1)
+    report = recon.pass_()
+    assert recon.mtpay.count("M2") == 3
+    assert recon.order("M2").poll_attempts == 3
+    assert report["still_pending"]["count"] == 1
+    assert report["still_pending"]["ageing"]["<1h"] == 1
+
+
+def test_per_account_schedule_override(recon: Recon) -> None:
+    """An account's schedule in `account_backoff_s` replaces the default backoff."""
+    recon.register("M3")
+    recon.mtpay.set("M3", "PENDING")
+    recon.clock.advance(seconds=901)
+    recon.pass_(account_backoff_s={"mtpay/default": (60,)})
+    assert recon.order("M3").next_poll_at == recon.clock() + timedelta(seconds=60)
+
+
+def test_not_found_and_amount_mismatch_are_reported(recon: Recon) -> None:
+    """An order unknown at the provider is `not_found` (and backs off); a paid amount that
+    differs from the registered one is a mismatch and flags the order for review."""
+    recon.register("NF1")
+    recon.register("AM1", amount="100.00")
+    recon.mtpay.set("AM1", "SUCCESS", amount="99.00")
+    recon.clock.advance(seconds=901)
+    report = recon.pass_()
+    assert [o["order"] for o in report["not_found"]["orders"]] == ["mtpay/default/NF1"]
+    assert report["mismatches"]["orders"] == [
+        {"order": "mtpay/default/AM1", "kind": "amount", "expected": "100.00", "got": "99.00"}
+    ]
+    review = {o["order"]: o["reasons"] for o in report["needs_review"]["orders"]}
+    assert review == {"mtpay/default/AM1": ["amount_mismatch"]}
+    assert recon.order("NF1").poll_attempts == 1
+    assert recon.order("NF1").next_poll_at is not None
+    assert json.loads(recon.order("AM1").review_reasons) == ["amount_mismatch"]
+    assert sorted(report["alerts"]["sent"]) == []  # no SMS configured: log lines only
+
+
+def test_seven_days_pending_is_flagged_unresolved_and_polling_stops(recon: Recon) -> None:
+    """An order still pending 7 days after creation is flagged `unresolved` and never
+    queried again."""
+    recon.register("OLD1")
+    recon.mtpay.set("OLD1", "PENDING")
+    recon.clock.advance(days=8)
+    report = recon.pass_()
+    assert [o["order"] for o in report["unresolved"]["orders"]] == ["mtpay/default/OLD1"]
+    order = recon.order("OLD1")
+    assert order.needs_review is True
+    assert json.loads(order.review_reasons) == ["unresolved"]
+    assert order.next_poll_at is None
+    assert report["still_pending"]["ageing"][">7d"] == 1
+    recon.clock.advance(days=2)
+    recon.pass_()
+    assert recon.mtpay.count("OLD1") == 1
+
+
+def test_queued_run_is_taken_over_and_finished(recon: Recon) -> None:
+    """A run queued by the API (state `queued`) is the one the pass fills in and finishes."""
+    with recon.sessions.begin() as session:
+        run = ReconcileRun(started_at=recon.clock(), state="queued", report="{}")
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    assert run_pass(recon.ctx(), run_id=run_id, provider="mtpay") == run_id
+    report = recon.report(run_id)
+    assert report["state"] == "done"
+    assert report["scope"] == {"provider": "mtpay", "account": None}
+    assert "mtpay/default" in report["accounts"]
+
+
+def test_pass_scoped_to_another_provider_queries_nothing(recon: Recon) -> None:
+    """A pass for a provider with no configured account claims and queries nothing."""
+    recon.register("M4")
+    recon.clock.advance(seconds=901)
+    report = recon.report(run_pass(recon.ctx(), provider="opay"))
+    assert (report["state"], report["accounts"], recon.mtpay.count()) == ("done", {}, 0)
+
+
+def test_two_passes_at_once_query_each_order_once(recon: Recon) -> None:
+    """Two passes running concurrently (two beat instances) split the due orders between
+    them: every order is queried exactly once."""
+    for n in range(20):
+        recon.register(f"P{n}")
+        recon.mtpay.set(f"P{n}", "PENDING")
+    recon.clock.advance(seconds=901)
+
+    def one_pass() -> int:
+        loop, http = asyncio.new_event_loop(), QueryHttp(retry=RetryPolicy(attempts=1))
+        ctx = replace(recon.ctx(), run=loop.run_until_complete, http=http)
+        try:
+            return run_pass(ctx)
+        finally:
+            loop.run_until_complete(http.close())
+            loop.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _i: one_pass(), range(2)))
+    claimed = [recon.report(r)["accounts"]["mtpay/default"]["claimed"] for r in runs]
+    assert sum(claimed) == 20
+    assert sorted(recon.mtpay.queries) == sorted(f"P{n}" for n in range(20))

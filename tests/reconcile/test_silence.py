@@ -1,0 +1,96 @@
+"""Provider silence: polling tightened and one SMS per incident, through the SSSMS88 stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from ledger.models import Callback
+from reconcile.sms import SmsConfig
+from sandbox.sms import SMS_SANDBOX, SmsSandbox, create_sms_app
+from tests.reconcile.conftest import Recon
+from tests.reconcile.harness import ThreadServer
+
+USERNAME, PASSWORD = "merchant_user", "pw-Very-Secret-42"
+API_KEY, API_SECRET = "AK-9f8e7d6c5b4a", "S3cretHmacKeyForTheSmsGateway0xDEADBEEF"
+
+
+@pytest.fixture
+def sms(recon: Recon) -> Iterator[SmsSandbox]:
+    """The SSSMS88 stand-in, configured as the harness's `[notify.sssms88]`."""
+    app = create_sms_app(USERNAME, PASSWORD, API_KEY, API_SECRET, Decimal("100"))
+    server = ThreadServer(app)
+    url = server.start()
+    recon.sms = SmsConfig.model_validate(
+        {"base_url": url, "username": USERNAME, "password": PASSWORD, "api_key": API_KEY,
+         "api_secret": API_SECRET, "account_code": "SANDBOXAPP", "low_credit": "10",
+         "alert_numbers": ["601111330000"]}
+    )
+    yield app[SMS_SANDBOX]
+    server.stop()
+
+
+def _callback(recon: Recon, seconds_ago: int) -> None:
+    with recon.sessions.begin() as session:
+        session.add(Callback(provider="mtpay", account="default", headers="[]", body=b"{}",
+                             received_at=recon.clock() - timedelta(seconds=seconds_ago),
+                             state="applied"))
+
+
+def test_silent_account_is_polled_early_and_alerted_once(recon: Recon, sms: SmsSandbox) -> None:
+    """Stale pending orders and no callback within the window: the orders are queried this
+    pass although not yet due, one SMS goes out, and the next pass sends no second one."""
+    recon.stale_after_s = 3600
+    recon.register("S1")
+    recon.mtpay.set("S1", "PENDING")
+    _callback(recon, seconds_ago=0)
+    recon.clock.advance(seconds=1000)
+    report = recon.pass_(silence_window_s=900)
+    assert report["silence"] == [
+        {"account": "mtpay/default", "last_callback_at": report["silence"][0]["last_callback_at"],
+         "brought_forward": 1}
+    ]
+    assert recon.mtpay.count("S1") == 1
+    assert len(sms.sends) == 1
+    assert "no callbacks received" in sms.sends[0].message
+    day = recon.clock().date().isoformat()
+    assert report["alerts"]["sent"] == [f"recon:mtpay/default:silence:{day}"]
+    recon.clock.advance(seconds=60)
+    again = recon.pass_(silence_window_s=900)
+    assert len(again["silence"]) == 1
+    assert again["alerts"]["suppressed"] == 1
+    assert len(sms.sends) == 1
+    for secret in (PASSWORD, API_KEY, API_SECRET):
+        assert secret not in sms.sends[0].message
+
+
+def test_recent_callback_means_not_silent(recon: Recon, sms: SmsSandbox) -> None:
+    """An account that got a callback within the window is not silent, even with old orders."""
+    recon.stale_after_s = 3600
+    recon.register("S2")
+    recon.clock.advance(seconds=1000)
+    _callback(recon, seconds_ago=60)
+    report = recon.pass_(silence_window_s=900)
+    assert report["silence"] == []
+    assert (recon.mtpay.count(), sms.sends) == (0, [])
+
+
+def test_review_findings_are_alerted_without_customer_data(recon: Recon, sms: SmsSandbox) -> None:
+    """An amount mismatch sends one SMS naming the account, a count and the order ref only."""
+    recon.register("AM2", amount="100.00")
+    recon.mtpay.set("AM2", "SUCCESS", amount="150.00")
+    _callback(recon, seconds_ago=0)
+    recon.clock.advance(seconds=901)
+    _callback(recon, seconds_ago=0)
+    report = recon.pass_()
+    assert len(sms.sends) == 1
+    message = sms.sends[0].message
+    assert "mtpay/default" in message
+    assert "review=1" in message
+    assert "AM2" in message
+    assert "150" not in message
+    assert json.dumps(report["alerts"]).count("review") == 1
