@@ -1,0 +1,147 @@
+"""Every provider through the real stack: one contract suite, then each provider's quirks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import unique
+from tests.harness import Stack, wait_for
+
+ACKS = {
+    "opay": b'{"code":"00000","message":"SUCCESSFUL"}',
+    "monetapay": b'{"code":0,"message":"success"}',
+    "otgpay": b"SUCCESS",
+    "mtpay": b'{"data":null,"isSuccess":true,"statusCode":"SUCCESS","message":"","version":"2.0"}',
+}
+AMOUNT = {"opay": "300.00", "monetapay": "50000", "otgpay": "300.00", "mtpay": "100.00"}
+PROVIDERS = list(ACKS)
+
+
+def post(stack: Stack, provider: str, fields: dict[str, Any], **kwargs: Any) -> int:
+    """Post one callback; its stored id, asserting the provider's exact acknowledgement."""
+    code, body, callback_id = stack.post(stack.world.callback(provider, fields, **kwargs))
+    assert (code, body) == (200, ACKS[provider])
+    assert callback_id is not None
+    return callback_id
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_contract_apply_duplicate_forged(stack: Stack, provider: str) -> None:
+    """Exact ack; a success applies; its repeat is a duplicate; a forgery is rejected."""
+    order_no = unique()
+    stack.register(provider, order_no, AMOUNT[provider])
+    fields = stack.world.fields(provider, order_no, "succeeded", AMOUNT[provider])
+    stack.world.publish(provider, fields)  # what the status API says (MTPay confirms by it)
+    [first] = stack.wait_final([post(stack, provider, fields)])
+    [again] = stack.wait_final([post(stack, provider, fields)])
+    [forged] = stack.wait_final([post(stack, provider, fields, forged=True)])
+    assert first["state"] == "applied"
+    assert again["state"] == "duplicate"
+    assert (forged["state"], forged["reason"]) == ("rejected", "bad_signature")
+    order = stack.order(provider, order_no)
+    assert order is not None
+    assert (order["status"], order["needs_review"]) == ("succeeded", False)
+    assert len(order["payments"]) == 1
+    assert [h["outcome"] for h in order["history"]] == ["applied", "duplicate"]
+
+
+def test_monetapay_static_va_repayments(stack: Stack) -> None:
+    """A static VA takes several repayments, each credited once; a repeat is a duplicate."""
+    va = unique("VA")
+    status, body = stack.api("POST", "/api/orders", {
+        "provider": "monetapay", "merchant_order_no": va, "kind": "static_va",
+        "amount": "0", "currency": "IDR"})
+    assert status == 201, body
+    repayments = [stack.world.fields("monetapay", va, "succeeded", amount)
+                  for amount in ("10000", "25000", "5000")]
+    ids = [post(stack, "monetapay", fields) for fields in repayments]
+    ids.append(post(stack, "monetapay", repayments[1]))
+    records = stack.wait_final(ids)
+    # The repayment and its repeat may be processed in parallel: either one may win.
+    assert sorted(r["state"] for r in records) == ["applied", "applied", "applied", "duplicate"]
+    assert {records[1]["state"], records[3]["state"]} == {"applied", "duplicate"}
+    order = stack.order("monetapay", va)
+    assert order is not None
+    assert order["status"] == "pending"  # the VA stays open
+    assert order["paid_amount"] == "40000.00"
+    assert sorted(p["amount"] for p in order["payments"]) == ["10000.00", "25000.00", "5000.00"]
+    assert order["needs_review"] is False
+
+
+@pytest.mark.parametrize(("status", "amount", "flag"),
+                         [("partial", "200.00", "partial_payment"),
+                          ("overpaid", "400.00", "overpayment")])
+def test_otgpay_partial_and_overpaid_are_flagged(
+    stack: Stack, status: str, amount: str, flag: str,
+) -> None:
+    """OTGPAY status 4/5 applies as succeeded with the paid amount, flagged for review."""
+    order_no = unique()
+    stack.register("otgpay", order_no, "300.00")
+    fields = stack.world.fields("otgpay", order_no, status, amount)
+    [record] = stack.wait_final([post(stack, "otgpay", fields)])
+    assert record["state"] == "applied"
+    order = stack.order("otgpay", order_no)
+    assert order is not None
+    assert (order["status"], order["paid_amount"]) == ("succeeded", amount)
+    assert order["review_reasons"] == [flag]
+
+
+def test_otgpay_form_encoded_and_extra_fields(stack: Stack) -> None:
+    """Form-encoded callbacks and unknown (signed) extra fields are accepted."""
+    form_order, extra_order = unique(), unique()
+    for number in (form_order, extra_order):
+        stack.register("otgpay", number, "300.00")
+    form = stack.world.fields("otgpay", form_order, "succeeded", "300.00")
+    extra = stack.world.fields("otgpay", extra_order, "succeeded", "300.00",
+                               bankCode="014", payType="VA", event="payment.completed")
+    records = stack.wait_final([post(stack, "otgpay", form, form=True),
+                                post(stack, "otgpay", extra)])
+    assert [r["state"] for r in records] == ["applied", "applied"]
+    for number in (form_order, extra_order):
+        order = stack.order("otgpay", number)
+        assert order is not None
+        assert order["status"] == "succeeded"
+
+
+def test_mtpay_claim_is_checked_against_the_query(stack: Stack) -> None:
+    """An MTPay callback claiming SUCCESS while the query says PENDING leaves it pending."""
+    order_no = unique()
+    stack.register("mtpay", order_no, "100.00")
+    claim = stack.world.fields("mtpay", order_no, "succeeded", "100.00", event_id="MT1")
+    stack.world.publish("mtpay", stack.world.fields("mtpay", order_no, "pending", "100.00",
+                                                    event_id="MT1"))
+    stack.wait_final([post(stack, "mtpay", claim)])
+    order = stack.order("mtpay", order_no)
+    assert order is not None
+    assert order["status"] == "pending"
+    assert order["payments"] == []
+    assert stack.world.queries[("mtpay", order_no)] >= 1
+
+
+def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
+    """An order whose callback never came is resolved by polling; the report names it."""
+    order_no = unique("LOST")
+    stack.register("opay", order_no, "300.00")
+    stack.world.publish("opay", stack.world.fields("opay", order_no, "succeeded", "300.00"))
+    time.sleep(2.5)  # the stack's accounts have stale_after_s = 2
+    status, run = stack.api("POST", "/api/reconcile", {"provider": "opay"})
+    assert status == 202
+    report: dict[str, Any] = {}
+
+    def finished() -> bool:
+        code, body = stack.api("GET", f"/api/reconcile/runs/{run['id']}")
+        report.update(body)
+        return code == 200 and body["state"] in ("done", "failed")
+
+    wait_for(finished, 60, "the reconcile run")
+    assert report["state"] == "done"
+    resolved = report["report"]["resolved_by_poll"]
+    assert f"opay/default/{order_no}" in [o["order"] for o in resolved["orders"]], resolved
+    order = stack.order("opay", order_no)
+    assert order is not None
+    assert order["status"] == "succeeded"
+    assert [h["source"] for h in order["history"]] == ["poll"]
+    assert report["report"]["ledger"]["balanced"] is True
