@@ -10,9 +10,11 @@ from typing import Any
 
 import structlog
 
+# Matched against the key with "_" and "-" removed, lower-cased: client_auth_key, clientAuthKey
+# and client-auth-key are one name.
 _SECRET_KEY = re.compile(
-    r"(secret|password|passwd|token|api_?key|private|clientauthkey|authorization|signature|^sign$|aes_)",
-    re.IGNORECASE,
+    r"(secret|password|passwd|token|apikey|private|clientauthkey|accesskey|authorization"
+    r"|signature|^sign$|aeskey|aesiv)"
 )
 MASK = "***"
 
@@ -20,7 +22,7 @@ MASK = "***"
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask the value of any field whose name says it is a secret, at any depth of dicts."""
     for key, value in list(event.items()):
-        if _SECRET_KEY.search(key):
+        if _SECRET_KEY.search(key.replace("_", "").replace("-", "").lower()):
             event[key] = MASK
         elif isinstance(value, dict):
             event[key] = redact(None, "", dict(value))
