@@ -64,5 +64,5 @@ def test_invalid_file_names_file_table_and_key(
 def test_missing_env_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An `env:NAME` whose variable is unset is refused, naming the variable and the key."""
     monkeypatch.delenv("TEST_OTG_SECRET", raising=False)
-    with pytest.raises(ConfigError, match="merchant_secret.*TEST_OTG_SECRET"):
+    with pytest.raises(ConfigError, match=r"merchant_secret.*TEST_OTG_SECRET"):
         load_accounts(write(tmp_path, OTG))
