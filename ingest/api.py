@@ -202,7 +202,7 @@ def replay_ids(app: web.Application, ids: list[int]) -> list[int]:
             session.execute(
                 update(Callback)
                 .where(Callback.id.in_(found))
-                .values(state="received", reason=None, enqueued_at=None)
+                .values(state="received", reason=None, enqueued_at=None, attempts=0)
             )
     return found
 

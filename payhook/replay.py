@@ -28,7 +28,7 @@ def replay(settings: Settings, *, ids: list[int], state: str | None) -> int:
         if found:
             session.execute(
                 update(Callback).where(Callback.id.in_(found))
-                .values(state="received", reason=None, enqueued_at=None)
+                .values(state="received", reason=None, enqueued_at=None, attempts=0)
             )
     publish = make_publisher(make_celery(settings))
     for start in range(0, len(found), CHUNK):

@@ -98,6 +98,7 @@ class Stack:
             "PAYHOOK_SWEEP_AFTER_S": "4",
             "PAYHOOK_VISIBILITY_TIMEOUT_S": "30",
             "PAYHOOK_RECONCILE_INTERVAL_S": "3600",
+            "PAYHOOK_MAX_ATTEMPTS": "3",
             **env,
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

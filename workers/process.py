@@ -47,6 +47,7 @@ class BatchResult:
     states: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # "state|reason" → count
     retry: list[int] = field(default_factory=list)
+    retry_attempts: int = 0  # the most attempts any retried callback has made
 
 
 def now_utc() -> datetime:
@@ -72,6 +73,7 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
             result.reasons[key] = result.reasons.get(key, 0) + 1
             if state == "processing":
                 result.retry.append(verdict.callback_id)
+                result.retry_attempts = max(result.retry_attempts, verdict.attempts + 1)
     return result
 
 

@@ -33,7 +33,7 @@ def process_callbacks(ids: list[int]) -> dict[str, Any]:
     rt = runtime.get()
     result = process_batch(rt, ids)
     if result.retry:
-        countdown = min(2 ** min(len(ids), 6), 60)
+        countdown = min(2 ** result.retry_attempts, 120)  # 2 s, 4 s, 8 s … per attempt
         process_callbacks.apply_async(args=[result.retry], countdown=countdown, retry=False)
     _count_outcomes(rt, result.reasons)
     log.info("batch_processed", size=len(ids), **result.states)

@@ -145,3 +145,27 @@ def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
     assert order["status"] == "succeeded"
     assert [h["source"] for h in order["history"]] == ["poll"]
     assert report["report"]["ledger"]["balanced"] is True
+
+
+def test_transient_failures_end_dead_and_replay_applies(stack: Stack) -> None:
+    """A provider that stays busy exhausts the retries (`dead`); a replay later applies it."""
+    order_no = unique()
+    stack.register("mtpay", order_no, "100.00")
+    fields = stack.world.fields("mtpay", order_no, "succeeded", "100.00")
+    stack.world.publish("mtpay", fields)
+    stack.world.busy.add("mtpay")
+    try:
+        callback_id = post(stack, "mtpay", fields)
+        [record] = stack.wait_final([callback_id], timeout=90)
+    finally:
+        stack.world.busy.discard("mtpay")
+    assert record["state"] == "dead"
+    assert record["attempts"] == 3
+    assert "QueryTransient" in record["reason"]
+    status, _ = stack.api("POST", f"/api/callbacks/{callback_id}/replay")
+    assert status == 202
+    [again] = stack.wait_final([callback_id])
+    assert again["state"] == "applied"
+    order = stack.order("mtpay", order_no)
+    assert order is not None
+    assert order["status"] == "succeeded"
