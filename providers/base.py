@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.errors import Rejected
+from providers.errors import QueryAuth, QueryPermanent, QueryTransient, Rejected
 
 
 class Status(StrEnum):
@@ -257,3 +257,21 @@ def load_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected("malformed", "body is not a JSON object")
     return value
+
+
+def reply_object(reply: HttpReply) -> dict[str, Any]:
+    """A query reply's JSON object, or the `QueryError` its HTTP status or bytes call for.
+
+    429/5xx are transient and 401/403 are ours to fix (credentials, keys, clock). Otherwise
+    providers put their error codes in the body whatever the HTTP status, so any parseable
+    object is returned for the adapter to read.
+    """
+    if reply.status == 429 or reply.status >= 500:
+        raise QueryTransient(f"HTTP {reply.status}", code=str(reply.status))
+    if reply.status in (401, 403):
+        raise QueryAuth(f"HTTP {reply.status}", code=str(reply.status))
+    try:
+        return load_json_object(reply.body)
+    except Rejected as exc:
+        raise QueryPermanent(f"HTTP {reply.status}, unparseable reply",
+                             code=str(reply.status)) from exc

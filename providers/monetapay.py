@@ -34,6 +34,7 @@ from providers.base import (
     Status,
     Trust,
     load_json_object,
+    reply_object,
 )
 from providers.errors import (
     QueryAuth,
@@ -203,23 +204,6 @@ def query_error(code: str, message: str) -> QueryError:
     return QueryPermanent(detail, code)
 
 
-def reply_json(reply: HttpReply) -> dict[str, Any]:
-    """The reply body as a JSON object, or the `QueryError` its HTTP status or bytes call for."""
-    if reply.status in (401, 403):
-        raise QueryAuth(f"HTTP {reply.status}", str(reply.status))
-    if reply.status == 429 or reply.status >= 500:
-        raise QueryTransient(f"HTTP {reply.status}", str(reply.status))
-    if reply.status != 200:
-        raise QueryPermanent(f"HTTP {reply.status}", str(reply.status))
-    try:
-        value = json.loads(reply.body.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise QueryPermanent("reply is not UTF-8 JSON", "malformed") from exc
-    if not isinstance(value, dict):
-        raise QueryPermanent("reply is not a JSON object", "malformed")
-    return value
-
-
 class MonetaPay(BaseProvider[MonetaPayAccount, str]):
     """MonetaPay callbacks and `/trade/query`."""
 
@@ -274,7 +258,7 @@ class MonetaPay(BaseProvider[MonetaPayAccount, str]):
         A record or plaintext we cannot authenticate raises `QueryAuth` (the keys need an
         operator); one we cannot read raises `QueryPermanent`.
         """
-        body = reply_json(reply)
+        body = reply_object(reply)
         code = str(body.get("code"))
         if code != "0":
             raise query_error(code, str(body.get("message") or ""))

@@ -29,6 +29,7 @@ from providers.base import (
     Status,
     Trust,
     load_json_object,
+    reply_object,
 )
 from providers.errors import QueryAuth, QueryNotFound, QueryPermanent, QueryTransient, Rejected
 
@@ -192,13 +193,7 @@ class MTPay(BaseProvider[MTPayAccount, MTPayEnvelope]):
         )
 
     def parse_query_reply(self, account: MTPayAccount, reply: HttpReply) -> list[ProviderEvent]:
-        if reply.status == 429 or reply.status >= 500:
-            raise QueryTransient(f"HTTP {reply.status}", code=str(reply.status))
-        try:
-            envelope = load_json_object(reply.body)
-        except (Rejected, ValueError) as exc:
-            error = QueryAuth if reply.status in (401, 403) else QueryPermanent
-            raise error(f"HTTP {reply.status}, unparseable reply", code=str(reply.status)) from exc
+        envelope = reply_object(reply)
         code = str(envelope.get("statusCode"))[:60]
         message = str(envelope.get("message"))[:200]
         if code == "SUCCESS" and envelope.get("isSuccess") is True:

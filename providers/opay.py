@@ -31,6 +31,7 @@ from providers.base import (
     Status,
     Trust,
     load_json_object,
+    reply_object,
 )
 from providers.errors import QueryAuth, QueryNotFound, QueryPermanent, QueryTransient, Rejected
 from providers.keys import load_private_key, load_public_key
@@ -270,12 +271,7 @@ class OPay(BaseProvider[OPayAccount, OPayEnvelope]):
         )
 
     def parse_query_reply(self, account: OPayAccount, reply: HttpReply) -> list[ProviderEvent]:
-        if reply.status == 429 or reply.status >= 500:
-            raise QueryTransient(f"HTTP {reply.status}", code=str(reply.status))
-        try:
-            body = load_json_object(reply.body)
-        except (Rejected, ValueError) as exc:
-            raise QueryPermanent(f"HTTP {reply.status}, unparseable reply") from exc
+        body = reply_object(reply)
         code = str(body.get("code"))[:40]
         message = f"code {code}: {str(body.get('message'))[:200]}"
         if code == "00000" and 200 <= reply.status < 300:

@@ -31,6 +31,7 @@ from providers.base import (
     Status,
     Trust,
     load_json_object,
+    reply_object,
 )
 from providers.errors import (
     QueryAuth,
@@ -209,22 +210,6 @@ def fields_event(
     )
 
 
-def _reply_json(reply: HttpReply) -> dict[str, Any]:
-    if reply.status in (401, 403):
-        raise QueryAuth(f"HTTP {reply.status}", str(reply.status))
-    if reply.status == 429 or reply.status >= 500:
-        raise QueryTransient(f"HTTP {reply.status}", str(reply.status))
-    if reply.status != 200:
-        raise QueryPermanent(f"HTTP {reply.status}", str(reply.status))
-    try:
-        value = json.loads(reply.body.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise QueryPermanent("reply is not UTF-8 JSON", "malformed") from exc
-    if not isinstance(value, dict):
-        raise QueryPermanent("reply is not a JSON object", "malformed")
-    return value
-
-
 class OTGPay(BaseProvider[OTGPayAccount, Mapping[str, Any]]):
     """OTGPAY callbacks (JSON or form-encoded) and collect/pay status queries."""
 
@@ -278,7 +263,7 @@ class OTGPay(BaseProvider[OTGPayAccount, Mapping[str, Any]]):
         A `data.sign` that does not verify raises `QueryAuth`: the configured keys need an
         operator. Error codes map through `_QUERY_ERRORS`; unknown ones are permanent.
         """
-        body = _reply_json(reply)
+        body = reply_object(reply)
         if str(body.get("status")) != "1":
             code, msg = str(body.get("error")), str(body.get("msg") or "")
             raise _QUERY_ERRORS.get(code, QueryPermanent)(f"error {code}: {msg}", code)
