@@ -1,0 +1,81 @@
+"""The operational surface: metrics, readiness, API authentication, order registration."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from ingest.app import create_app
+from ledger.db import make_engine
+from payhook.accounts import load_accounts
+from payhook.broker import make_celery
+from payhook.settings import Settings
+from tests.conftest import unique
+from tests.harness import Stack, exchange, http
+
+
+def test_metrics_expose_the_pipeline(stack: Stack) -> None:
+    """/metrics counts acks per provider and shows the oldest non-final callback's age."""
+    fields = stack.world.fields("opay", unique(), "succeeded", "1.00")
+    stack.post(stack.world.callback("opay", fields))
+    status, body = http("GET", stack.url + "/metrics")
+    text = body.decode()
+    assert status == 200
+    assert 'payhook_callbacks_acknowledged_total{provider="opay"}' in text
+    assert "payhook_ack_latency_seconds_bucket" in text
+    assert "payhook_oldest_unfinished_callback_age_seconds" in text
+
+
+def test_readyz_checks_database_and_redis(stack: Stack) -> None:
+    """/readyz answers 200 only with both the database and Redis reachable."""
+    status, body = http("GET", stack.url + "/readyz")
+    assert status == 200
+    assert b'"database": "ok"' in body
+    assert b'"redis": "ok"' in body
+
+
+def test_api_requires_the_bearer_token(stack: Stack) -> None:
+    """/api without the right bearer token is 401."""
+    assert exchange("GET", stack.url + "/api/callbacks")[0] == 401
+    headers = {"Authorization": "Bearer wrong"}
+    assert exchange("GET", stack.url + "/api/callbacks", headers=headers)[0] == 401
+
+
+def test_api_is_closed_without_a_configured_token(
+    stack: Stack, database_url: str, redis_url: str, tmp_path: Path,
+) -> None:
+    """With no PAYHOOK_API_TOKEN the API answers 503, never open; callbacks still work."""
+    settings = Settings(database_url=database_url, redis_url=redis_url, api_token=None,
+                        queue=f"payhook-api-{uuid.uuid4().hex[:6]}")
+    accounts = load_accounts(stack.workdir / "payhook.toml")
+
+    async def run() -> tuple[int, int]:
+        engine = make_engine(database_url)
+        app = create_app(settings, accounts, engine, make_celery(settings))
+        async with TestClient(TestServer(app)) as client:
+            api = (await client.get("/api/callbacks")).status
+            request = stack.world.callback(
+                "otgpay", stack.world.fields("otgpay", unique(), "succeeded", "1.00"))
+            cb = (await client.post(request.url, data=request.body,
+                                    headers=dict(request.headers))).status
+        engine.dispose()
+        return api, cb
+
+    assert asyncio.run(run()) == (503, 200)
+
+
+def test_order_registration_repeats(stack: Stack) -> None:
+    """Registering: 201 new, 200 identical repeat, 409 when a field differs, 400 when invalid."""
+    order = {"provider": "opay", "merchant_order_no": unique(), "kind": "payment",
+             "amount": "12.50", "currency": "NGN", "customer_phone": "2348000000000"}
+    assert stack.api("POST", "/api/orders", order)[0] == 201
+    assert stack.api("POST", "/api/orders", {**order, "customer_phone": "1"})[0] == 200
+    assert stack.api("POST", "/api/orders", {**order, "amount": "12.51"})[0] == 409
+    assert stack.api("POST", "/api/orders", {**order, "amount": "1.001"})[0] == 400
+    assert stack.api("POST", "/api/orders", {**order, "provider": "nopay"})[0] == 400
+    status, body = stack.api("GET", f"/api/orders/opay/{order['merchant_order_no']}")
+    assert (status, body["amount"], body["status"]) == (200, "12.50", "pending")
+    assert stack.api("GET", "/api/orders/opay/NOPE")[0] == 404
