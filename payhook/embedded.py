@@ -37,7 +37,8 @@ class EmbeddedRedis:
     """A redis-server bound to 127.0.0.1 on a free port, stopped by `stop()`."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.workdir = workdir
+        # Absolute: redis-server changes into --dir, and a relative --logfile would then miss.
+        self.workdir = workdir.resolve()
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +53,10 @@ class EmbeddedRedis:
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--logfile", str(self.workdir / f"redis-{self.port}.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        # Its own session: a terminal's Ctrl-C reaches payhook, which stops Redis last.
+        self.process = subprocess.Popen(  # noqa: S603
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
