@@ -96,6 +96,9 @@ def apply_event(session: Session, event: Incoming, now: datetime) -> Applied:
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:
     """The order row, locked; created (unregistered) if the merchant never told us of it."""
+    order = _select_locked(session, event)
+    if order is not None:  # the common case: one round trip
+        return order, False
     currency = (event.currency or "XXX").upper()
     amount = to_minor(event.amount, currency) if event.amount is not None else 0
     created_id = insert_ignore(
@@ -119,7 +122,14 @@ def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order
             "next_poll_at": event.poll_after,
         },
     )
-    order = session.execute(
+    # Another transaction may have created it between our select and insert: select again.
+    order = _select_locked(session, event)
+    assert order is not None
+    return order, created_id is not None
+
+
+def _select_locked(session: Session, event: Incoming) -> Order | None:
+    return session.execute(
         select(Order)
         .where(
             Order.provider == event.provider,
@@ -128,8 +138,7 @@ def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order
         )
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).scalar_one()
-    return order, created_id is not None
+    ).scalar_one_or_none()
 
 
 def _move_money(session: Session, order: Order, event: Incoming, now: datetime) -> list[str]:

@@ -8,6 +8,10 @@ from decimal import Decimal, InvalidOperation
 _EXPONENTS = {"NGN": 2, "IDR": 2, "CNY": 2, "USD": 2, "EUR": 2, "JPY": 0, "KRW": 0, "VND": 0}
 
 
+class AmountError(ValueError):
+    """Raised for an amount that is not exact in the currency's minor units (never retryable)."""
+
+
 def exponent(currency: str) -> int:
     """Digits after the decimal point in `currency`'s unit."""
     return _EXPONENTS.get(currency.upper(), 2)
@@ -18,12 +22,12 @@ def to_minor(amount: Decimal | str | int, currency: str) -> int:
     try:
         value = Decimal(amount)
     except (InvalidOperation, TypeError) as exc:
-        raise ValueError(f"not an amount: {amount!r}") from exc
+        raise AmountError(f"not an amount: {amount!r}") from exc
     if not value.is_finite():
-        raise ValueError(f"not an amount: {amount!r}")
+        raise AmountError(f"not an amount: {amount!r}")
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
-        raise ValueError(f"{amount} has more decimals than {currency} allows")
+        raise AmountError(f"{amount} has more decimals than {currency} allows")
     return int(scaled)
 
 

@@ -19,7 +19,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from payhook.broker import make_celery
 
     accounts = load_accounts(settings.config)
-    engine = make_engine(settings.database_url, pool_size=8)
+    # No pre-ping: it costs a round trip per group commit. After a database restart the first
+    # commit on a dead connection fails, that batch is answered 503, and the provider retries.
+    engine = make_engine(settings.database_url, pool_size=8, pre_ping=False)
     app = create_app(settings, accounts, engine, make_celery(settings))
     web.run_app(
         app, host=args.host, port=args.port, access_log=None, print=None, shutdown_timeout=10

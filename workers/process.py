@@ -11,6 +11,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ledger.apply import Incoming, apply_event
 from ledger.models import NON_FINAL, Callback
+from ledger.money import AmountError
 from ledger.status import Kind, Outcome, Status, strongest
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
@@ -64,16 +66,22 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
         )
     verdicts = [_judge(rt, cb) for cb in rows]
     _confirm(rt, [v for v in verdicts if v.claimed is not None and not v.events])
+    try:
+        finals = _write(rt, ids, verdicts, isolate=False)
+    except Exception as exc:  # one callback failed the shared transaction: redo, each isolated
+        log.warning("batch_apply_failed", error=str(exc)[:200], size=len(verdicts))
+        finals = _write(rt, ids, verdicts, isolate=True)
     result = BatchResult()
-    with rt.sessions.begin() as session:
-        for verdict in verdicts:
-            state, reason = _finish(rt, session, verdict)
-            result.states[state] = result.states.get(state, 0) + 1
-            key = f"{state}|{reason or ''}"
-            result.reasons[key] = result.reasons.get(key, 0) + 1
-            if state == "processing":
-                result.retry.append(verdict.callback_id)
-                result.retry_attempts = max(result.retry_attempts, verdict.attempts + 1)
+    for verdict, values in finals:
+        state, reason = str(values["state"]), values["reason"]
+        log.info("callback_processed", callback_id=verdict.callback_id, state=state,
+                 reason=reason, order=values.get("merchant_order_no"))
+        result.states[state] = result.states.get(state, 0) + 1
+        key = f"{state}|{reason or ''}"
+        result.reasons[key] = result.reasons.get(key, 0) + 1
+        if state == "processing":
+            result.retry.append(verdict.callback_id)
+            result.retry_attempts = max(result.retry_attempts, verdict.attempts + 1)
     return result
 
 
@@ -138,48 +146,61 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
     rt.run(all_of())
 
 
-def _finish(rt: Runtime, session: Session, v: Verdict) -> tuple[str, str | None]:
-    """Write the callback's final state (and apply its events) inside a savepoint."""
+def _write(
+    rt: Runtime, ids: list[int], verdicts: list[Verdict], *, isolate: bool
+) -> list[tuple[Verdict, dict[str, Any]]]:
+    """Apply and record the batch in one transaction: the final values of each callback.
+
+    The callback rows are locked in one statement (a redelivered task waits here, then skips
+    what the other worker finished) and their states written in one executemany. With
+    `isolate`, each callback's apply runs in its own savepoint, so one failure stays its own.
+    """
     now = now_utc()
-    current = session.execute(
-        select(Callback.state).where(Callback.id == v.callback_id).with_for_update()
-    ).scalar_one()
-    if current not in NON_FINAL:
-        return str(current), None  # a redelivered task: another worker already finished it
-    order_no = v.claimed or (v.events[0] if v.events else None)
-    values: dict[str, object] = {"attempts": v.attempts + 1, "processed_at": now}
-    if order_no is not None:
-        values["merchant_order_no"] = order_no.merchant_order_no[:128]
-    structlog.contextvars.bind_contextvars(
-        callback_id=v.callback_id, order=values.get("merchant_order_no")
-    )
-    try:
-        if v.rejected is None and v.transient is None:
+    finals: list[tuple[Verdict, dict[str, Any]]] = []
+    with rt.sessions.begin() as session:
+        rows = session.execute(
+            select(Callback.id, Callback.state).where(Callback.id.in_(ids)).with_for_update()
+        )
+        current: dict[int, str] = {int(i): str(state) for i, state in rows}
+        for verdict in verdicts:
+            if current.get(verdict.callback_id) in NON_FINAL:
+                finals.append((verdict, _final_values(rt, session, verdict, now, isolate)))
+        if finals:
+            session.execute(
+                update(Callback), [{"id": v.callback_id, **values} for v, values in finals]
+            )
+    return finals
+
+
+def _final_values(
+    rt: Runtime, session: Session, v: Verdict, now: datetime, isolate: bool
+) -> dict[str, Any]:
+    """Apply the callback's events; the values of its final (or retry) state."""
+    claimed = v.claimed or (v.events[0] if v.events else None)
+    values: dict[str, Any] = {
+        "attempts": v.attempts + 1,
+        "processed_at": now,
+        "merchant_order_no": claimed.merchant_order_no[:128] if claimed else None,
+    }
+    problem = v.transient
+    if v.rejected is None and problem is None:
+        if not isolate:
+            outcomes = [_apply(session, v, e, now) for e in v.events]
+            return {**values, "state": strongest(outcomes).value, "reason": None}
+        try:
             with session.begin_nested():
                 outcomes = [_apply(session, v, e, now) for e in v.events]
-                values.update(state=strongest(outcomes).value, reason=None)
-                _set(session, v.callback_id, values)
-            log.info("callback_processed", state=values["state"])
-            return str(values["state"]), None
-    except Exception as exc:  # this callback only: its savepoint is rolled back
-        log.warning("callback_apply_failed", error=str(exc)[:200])
-        v.transient = f"apply:{type(exc).__name__}"[:64]
-    finally:
-        structlog.contextvars.unbind_contextvars("callback_id", "order")
+            return {**values, "state": strongest(outcomes).value, "reason": None}
+        except AmountError:  # deterministic: retrying cannot help
+            return {**values, "state": "rejected", "reason": "bad_amount"}
+        except Exception as exc:  # this callback only: its savepoint is rolled back
+            log.warning("callback_apply_failed", callback_id=v.callback_id, error=str(exc)[:200])
+            problem = f"apply:{type(exc).__name__}"[:64]
     if v.rejected is not None:
-        values.update(state="rejected", reason=v.rejected)
-    elif v.attempts + 1 >= rt.settings.max_attempts:
-        values.update(state="dead", reason=v.transient)
-    else:
-        values.update(state="processing", reason=v.transient)
-    _set(session, v.callback_id, values)
-    log.info(
-        "callback_processed",
-        callback_id=v.callback_id,
-        state=values["state"],
-        reason=values["reason"],
-    )
-    return str(values["state"]), v.rejected or v.transient
+        return {**values, "state": "rejected", "reason": v.rejected}
+    if v.attempts + 1 >= rt.settings.max_attempts:
+        return {**values, "state": "dead", "reason": problem}
+    return {**values, "state": "processing", "reason": problem}
 
 
 def _apply(session: Session, v: Verdict, event: ProviderEvent, now: datetime) -> Outcome:
@@ -202,12 +223,3 @@ def _apply(session: Session, v: Verdict, event: ProviderEvent, now: datetime) ->
         poll_after=now + timedelta(seconds=v.account.config.stale_after_s),
     )
     return apply_event(session, incoming, now).outcome
-
-
-def _set(session: Session, callback_id: int, values: dict[str, object]) -> None:
-    # Only a non-final row moves: a concurrent worker that finished it first wins, idempotently.
-    session.execute(
-        update(Callback)
-        .where(Callback.id == callback_id, Callback.state.in_(NON_FINAL))
-        .values(**values)
-    )
