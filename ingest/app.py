@@ -44,7 +44,8 @@ async def receive_callback(request: web.Request) -> web.Response:
     if account is None:
         raise web.HTTPNotFound(text="unknown provider or account")
     metrics = app[METRICS]
-    metrics.received.labels(provider).inc()
+    counters = metrics.for_provider(provider)
+    counters.received.inc()
     limit = app[SETTINGS].max_body
     if request.content_length is not None and request.content_length > limit:
         metrics.refused.labels(provider, "413").inc()
@@ -71,9 +72,8 @@ async def receive_callback(request: web.Request) -> web.Response:
         log.error("callback_not_stored", provider=provider, account=account_name, error=str(exc))
         raise web.HTTPServiceUnavailable(text="not stored; retry later") from exc
     ack = account.provider.ack
-    metrics.acknowledged.labels(provider).inc()
+    counters.acknowledged.inc()
     metrics.ack_latency.observe(time.perf_counter() - started)
-    log.debug("callback_stored", callback_id=callback_id, provider=provider)
     return web.Response(
         status=ack.status,
         body=ack.body,

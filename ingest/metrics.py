@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import structlog
@@ -46,6 +48,23 @@ class ReceiverMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=self.registry,
         )
+        self._children: dict[str, ProviderCounters] = {}
+
+    def for_provider(self, provider: str) -> ProviderCounters:
+        children = self._children.get(provider)
+        if children is None:
+            children = ProviderCounters(self.received.labels(provider),
+                                        self.acknowledged.labels(provider))
+            self._children[provider] = children
+        return children
+
+
+@dataclass(frozen=True)
+class ProviderCounters:
+    """One provider's counter children, looked up once instead of on every request."""
+
+    received: Any
+    acknowledged: Any
 
 
 class StateCollector(Collector):

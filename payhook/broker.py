@@ -66,4 +66,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app for publishing only (the receiver, the CLI); tasks are sent by name."""
     app = Celery("payhook-publisher", set_as_current=False)
     app.conf.update(celery_config(settings))
+    # No task-sent event per publish: Flower still sees every task from the workers' events,
+    # and the receiver saves a Redis round trip per batch.
+    app.conf.task_send_sent_event = False
     return app
