@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ledger.apply import Incoming
+from ledger.status import Kind, Status
 from providers import registry
-from providers.base import AccountConfig, Provider, Trust
+from providers.base import AccountConfig, Provider, ProviderEvent, Trust
 from providers.errors import ConfigError
 from reconcile.sms import SmsConfig
 
@@ -31,6 +33,25 @@ class Account:
     @property
     def trust(self) -> Trust:
         return self.config.trust or self.provider.default_trust
+
+    def incoming(self, event: ProviderEvent, source: str, **extra: Any) -> Incoming:
+        """This account's provider event in the ledger's terms (`extra`: callback id, …)."""
+        return Incoming(
+            provider=self.provider.name,
+            account=self.name,
+            merchant_order_no=event.merchant_order_no,
+            event_id=event.event_id,
+            provider_status=event.provider_status,
+            status=Status(event.status.value),
+            amount=event.amount,
+            currency=event.currency,
+            source=source,
+            provider_order_no=event.provider_order_no,
+            paid_at=event.paid_at,
+            kind=Kind(event.kind.value) if event.kind is not None else None,
+            flags=event.flags,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)

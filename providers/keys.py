@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationInfo
 
 
 def _pem_or_der(value: str, base_dir: Path | None) -> tuple[bytes, bool]:
@@ -56,3 +59,18 @@ def load_public_key(value: str, base_dir: Path | None = None) -> rsa.RSAPublicKe
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
     return key
+
+
+def key_field(value: object, info: ValidationInfo) -> object:
+    """A `mode="before"` validator for account key fields: a `*private_key` field loads a
+    private key, any other a public one, relative to the validation context's `base_dir`."""
+    if not isinstance(value, str):
+        return value
+    context = info.context
+    base = context.get("base_dir") if isinstance(context, Mapping) else None
+    private = (info.field_name or "").endswith("private_key")
+    try:
+        base_dir = Path(base) if base is not None else None
+        return (load_private_key if private else load_public_key)(value, base_dir)
+    except (OSError, TypeError, UnsupportedAlgorithm) as exc:  # pydantic reports ValueErrors
+        raise ValueError(f"cannot load the key: {exc}") from exc

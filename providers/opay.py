@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, ClassVar
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import SecretStr, ValidationInfo, field_validator
+from pydantic import SecretStr, field_validator
 
 from providers.base import (
     AccountConfig,
@@ -34,7 +32,7 @@ from providers.base import (
     reply_object,
 )
 from providers.errors import QueryAuth, QueryNotFound, QueryPermanent, QueryTransient, Rejected
-from providers.keys import load_private_key, load_public_key
+from providers.keys import key_field
 from providers.rsa_crypto import decrypt_blocks, encrypt_blocks, sign_sha256, verify_sha256
 
 API_VERSION = "V1.0.1"
@@ -65,18 +63,9 @@ class OPayAccount(AccountConfig):
     merchant_private_key: rsa.RSAPrivateKey
     provider_public_key: rsa.RSAPublicKey
 
-    @field_validator("merchant_private_key", "provider_public_key", mode="before")
-    @classmethod
-    def _load_key(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        context = info.context
-        base = context.get("base_dir") if isinstance(context, Mapping) else None
-        loader = load_private_key if info.field_name == "merchant_private_key" else load_public_key
-        try:
-            return loader(value, Path(base) if base is not None else None)
-        except (TypeError, UnsupportedAlgorithm) as exc:
-            raise ValueError(f"cannot load the key: {exc}") from exc
+    _load_keys = field_validator("merchant_private_key", "provider_public_key", mode="before")(
+        key_field
+    )
 
 
 @dataclass(frozen=True)

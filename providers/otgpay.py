@@ -10,12 +10,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import SecretStr, ValidationInfo, field_validator
+from pydantic import SecretStr, field_validator
 
 from providers.base import (
     AccountConfig,
@@ -41,7 +40,7 @@ from providers.errors import (
     QueryTransient,
     Rejected,
 )
-from providers.keys import load_private_key, load_public_key
+from providers.keys import key_field
 from providers.rsa_crypto import sign_sha256, verify_sha256
 
 # [assumed] seed 001 is silent on payTime's zone; Indonesia (WIB) and Thailand are UTC+7.
@@ -78,19 +77,9 @@ class OTGPayAccount(AccountConfig):
     merchant_private_key: rsa.RSAPrivateKey
     provider_public_key: rsa.RSAPublicKey
 
-    @field_validator("merchant_private_key", "provider_public_key", mode="before")
-    @classmethod
-    def _load_key(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
-        base_dir = Path(base) if base is not None else None
-        try:
-            if info.field_name == "merchant_private_key":
-                return load_private_key(value, base_dir)
-            return load_public_key(value, base_dir)
-        except OSError as exc:
-            raise ValueError(f"cannot read key: {exc}") from exc
+    _load_keys = field_validator("merchant_private_key", "provider_public_key", mode="before")(
+        key_field
+    )
 
 
 def _signing_value(value: object) -> str:

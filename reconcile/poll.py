@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.apply import Incoming, apply_event
+from ledger.apply import apply_event
 from ledger.models import Order
 from ledger.money import to_minor
 from ledger.status import Kind, Outcome, Status
@@ -145,21 +145,7 @@ def _apply_one(
         # The provider answered about another order: never let it touch this one.
         polled.flags.append("wrong_order_in_reply")
         return
-    incoming = Incoming(
-        provider=account.provider.name,
-        account=account.name,
-        merchant_order_no=order.merchant_order_no,
-        event_id=event.event_id,
-        provider_status=event.provider_status,
-        status=Status(event.status.value),
-        amount=event.amount,
-        currency=event.currency,
-        source="poll",
-        provider_order_no=event.provider_order_no,
-        paid_at=event.paid_at,
-        kind=Kind(event.kind.value) if event.kind is not None else None,
-        flags=event.flags,
-    )
+    incoming = account.incoming(event, "poll")
     applied = apply_event(session, incoming, now)
     polled.outcomes.append(applied.outcome.value)
     polled.seen.append(event.provider_status)

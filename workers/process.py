@@ -17,10 +17,10 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ledger.apply import Incoming, apply_event
+from ledger.apply import apply_event
 from ledger.models import NON_FINAL, Callback
 from ledger.money import AmountError
-from ledger.status import Kind, Outcome, Status, strongest
+from ledger.status import Outcome, strongest
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
 from providers.errors import QueryError, QueryNotFound, Rejected
@@ -205,21 +205,8 @@ def _final_values(
 
 def _apply(session: Session, v: Verdict, event: ProviderEvent, now: datetime) -> Outcome:
     assert v.account is not None
-    incoming = Incoming(
-        provider=v.account.provider.name,
-        account=v.account.name,
-        merchant_order_no=event.merchant_order_no,
-        event_id=event.event_id,
-        provider_status=event.provider_status,
-        status=Status(event.status.value),
-        amount=event.amount,
-        currency=event.currency,
-        source="callback",
-        callback_id=v.callback_id,
-        provider_order_no=event.provider_order_no,
-        paid_at=event.paid_at,
-        kind=Kind(event.kind.value) if event.kind is not None else None,
-        flags=event.flags,
+    incoming = v.account.incoming(
+        event, "callback", callback_id=v.callback_id,
         poll_after=now + timedelta(seconds=v.account.config.stale_after_s),
     )
     return apply_event(session, incoming, now).outcome
