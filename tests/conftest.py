@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hypothesis  # noqa: F401 - imported early: its lazy import at session end hits a CPython
 import pytest  # 3.11.7 ast bug ("AST constructor recursion depth mismatch") under pytest
+import redis
 
 from ledger.migrate import upgrade
 from payhook.embedded import EmbeddedRedis
@@ -27,11 +28,32 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+QUEUES: list[str] = []  # every queue this session made; their keys are deleted at its end
+
+
+def queue_name(prefix: str) -> str:
+    """A queue (and Redis key prefix) of this session's own."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    QUEUES.append(name)
+    return name
+
+
+def _delete_queues(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    for name in QUEUES:
+        keys = [name, *client.scan_iter(f"{name}:*"), *client.scan_iter(f"_kombu.binding*.{name}")]
+        if keys:
+            client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """PAYHOOK_REDIS_URL if set, else a redis-server started for this session."""
+    """PAYHOOK_REDIS_URL if set (this session's keys are deleted at its end), else a
+    redis-server started for this session."""
     if url := os.environ.get("PAYHOOK_REDIS_URL"):
         yield url
+        _delete_queues(url)
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     yield server.start()
@@ -57,7 +79,7 @@ def stack(
 ) -> Iterator[Stack]:
     """Receiver, worker and beat, running for the whole session on their own queue."""
     running = Stack(tmp_path_factory.mktemp("stack"), database_url, redis_url, world,
-                    provider_server.url, queue=f"payhook-test-{uuid.uuid4().hex[:8]}")
+                    provider_server.url, queue=queue_name("payhook-test"))
     running.start()
     yield running
     running.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,7 +12,7 @@ from ledger.db import make_engine
 from payhook.accounts import load_accounts
 from payhook.broker import make_celery
 from payhook.settings import Settings
-from tests.conftest import unique
+from tests.conftest import queue_name, unique
 from tests.harness import Stack, exchange, http
 
 
@@ -49,7 +48,7 @@ def test_api_is_closed_without_a_configured_token(
 ) -> None:
     """With no PAYHOOK_API_TOKEN the API answers 503, never open; callbacks still work."""
     settings = Settings(database_url=database_url, redis_url=redis_url, api_token=None,
-                        queue=f"payhook-api-{uuid.uuid4().hex[:6]}")
+                        queue=queue_name("payhook-api"))
     accounts = load_accounts(stack.workdir / "payhook.toml")
 
     async def run() -> tuple[int, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from payhook.broker import make_celery
 from payhook.embedded import EmbeddedRedis
 from payhook.settings import Settings
 from sandbox.world import SandboxWorld
-from tests.conftest import unique
+from tests.conftest import queue_name, unique
 from tests.harness import ProviderServer, Stack, fresh_database, wait_for
 
 
@@ -91,7 +90,7 @@ def own_redis_stack(tmp_path: Path, database_url: str, world: SandboxWorld,
     url, drop = fresh_database(database_url, tmp_path)
     redis = EmbeddedRedis(tmp_path / "redis")
     stack = Stack(tmp_path, url, redis.start(), world, provider_server.url,
-                  queue=f"payhook-r-{uuid.uuid4().hex[:6]}")
+                  queue=queue_name("payhook-r"))
     stack.start()
     yield stack, redis, url
     stack.stop()
@@ -122,7 +121,7 @@ def test_redis_restarted_empty_mid_batch_loses_nothing(
 
 def _receiver_settings(database_url: str, redis_url: str) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url,
-                    queue=f"payhook-db-{uuid.uuid4().hex[:6]}")
+                    queue=queue_name("payhook-db"))
 
 
 @pytest.mark.parametrize("broken", ["unreachable", "no_schema"])

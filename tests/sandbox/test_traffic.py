@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ledger.migrate import upgrade
 from sandbox.check import Report, run_for
 from sandbox.traffic import FaultMix, Generator
 from sandbox.world import SandboxWorld
+from tests.conftest import queue_name
 from tests.harness import API_TOKEN, ProviderServer, Stack
 
 
@@ -49,7 +49,7 @@ def reconciling_stack(
     database_url = f"sqlite:///{workdir / 'payhook.db'}"
     upgrade(database_url)
     running = Stack(workdir, database_url, redis_url, world, provider_server.url,
-                    queue=f"payhook-sbx-{uuid.uuid4().hex[:8]}",
+                    queue=queue_name("payhook-sbx"),
                     PAYHOOK_RECONCILE_INTERVAL_S="2")
     running.start()
     yield running
