@@ -7,52 +7,18 @@ second, so the generator never takes the server's core; the workers, PostgreSQL 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from bench.stack import PYTHON, Backends, Proc, RssWatch, cores, wait_http
 from payhook.embedded import free_port
-from sandbox.world import SandboxWorld, create_provider_app
+from sandbox.world import ProviderServer, SandboxWorld
 
 _WORKER_FLAGS = ["--concurrency", "2", "--pool", "prefork", "--without-mingle",
                  "--without-gossip"]
-
-
-class ProviderServer:
-    """The sandbox's query APIs (MTPay confirms every callback by a query) in a thread."""
-
-    def __init__(self, world: SandboxWorld) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._world = world
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(create_provider_app(self._world), access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def start(self) -> ProviderServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 class Lab:

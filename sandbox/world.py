@@ -7,6 +7,7 @@ both use it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -21,6 +22,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from payhook.embedded import free_port
 from providers.base import HttpRequest
 from sandbox.wire import monetapay as w_monetapay
 from sandbox.wire import mtpay as w_mtpay
@@ -280,3 +282,34 @@ def create_provider_app(world: SandboxWorld) -> web.Application:
     app.router.add_post("/_sandbox/publish/{provider}", _publish)
     app.router.add_route("*", "/{provider}/{tail:.*}", _query)
     return app
+
+
+class ProviderServer:
+    """The sandbox's provider query APIs, served from a thread on 127.0.0.1."""
+
+    def __init__(self, world: SandboxWorld) -> None:
+        self.world = world
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(create_provider_app(self.world), access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+    def start(self) -> ProviderServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

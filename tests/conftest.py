@@ -14,8 +14,8 @@ import redis
 
 from ledger.migrate import upgrade
 from payhook.embedded import EmbeddedRedis
-from sandbox.world import SandboxWorld
-from tests.harness import ProviderServer, Stack
+from sandbox.world import ProviderServer, SandboxWorld
+from tests.harness import Stack
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ provider APIs on a local port, Redis and the database from the environment or em
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,44 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from payhook.embedded import free_port
 from providers.base import HttpRequest
-from sandbox.world import SandboxWorld, create_provider_app
+from sandbox.world import SandboxWorld
 
 API_TOKEN = "test-token"
-
-
-class ProviderServer:
-    """The sandbox's provider query APIs, served from a thread on 127.0.0.1."""
-
-    def __init__(self, world: SandboxWorld) -> None:
-        self.world = world
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(create_provider_app(self.world))
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def start(self) -> ProviderServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def exchange(method: str, url: str, *, body: bytes | None = None,

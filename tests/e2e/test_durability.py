@@ -21,9 +21,9 @@ from payhook.accounts import load_accounts
 from payhook.broker import make_celery
 from payhook.embedded import EmbeddedRedis
 from payhook.settings import Settings
-from sandbox.world import SandboxWorld
+from sandbox.world import ProviderServer, SandboxWorld
 from tests.conftest import queue_name, unique
-from tests.harness import ProviderServer, Stack, fresh_database, wait_for
+from tests.harness import Stack, fresh_database, wait_for
 
 
 def _post_orders(stack: Stack, count: int, prefix: str) -> tuple[list[str], list[int]]:

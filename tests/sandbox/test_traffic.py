@@ -11,9 +11,9 @@ import pytest
 from ledger.migrate import upgrade
 from sandbox.check import Report, run_for
 from sandbox.traffic import FaultMix, Generator
-from sandbox.world import SandboxWorld
+from sandbox.world import ProviderServer, SandboxWorld
 from tests.conftest import queue_name
-from tests.harness import API_TOKEN, ProviderServer, Stack
+from tests.harness import API_TOKEN, Stack
 
 
 def _run(stack: Stack, seconds: float, mix: FaultMix, seed: int) -> Report:
