@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ledger.models import Callback, ReconcileRun
 from ledger.money import to_minor
 from ledger.orders import OrderConflict, OrderSpec, register_order
+from ledger.replay import reset_for_replay
 from ledger.status import Kind
 from ledger.views import (
     balances,
@@ -185,26 +185,15 @@ async def replay_callback(request: web.Request) -> web.Response:
     from ingest.app import DISPATCHER
 
     callback_id = _callback_id(request)
-    found = await in_thread(lambda: replay_ids(request.app, [callback_id]))
+    def work() -> list[int]:
+        with _session(request) as session, session.begin():
+            return reset_for_replay(session, ids=[callback_id])
+
+    found = await in_thread(work)
     if not found:
         return web.json_response({"error": "callback not found"}, status=404)
     request.app[DISPATCHER].submit(found)
     return web.json_response({"replayed": found}, status=202)
-
-
-def replay_ids(app: web.Application, ids: list[int]) -> list[int]:
-    """Reset the given callbacks to `received`; the ids that exist."""
-    from ingest.app import ENGINE
-
-    with Session(app[ENGINE]) as session, session.begin():
-        found = list(session.execute(select(Callback.id).where(Callback.id.in_(ids))).scalars())
-        if found:
-            session.execute(
-                update(Callback)
-                .where(Callback.id.in_(found))
-                .values(state="received", reason=None, enqueued_at=None, attempts=0)
-            )
-    return found
 
 
 async def post_reconcile(request: web.Request) -> web.Response:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ledger.db import make_engine
-from ledger.models import Callback
+from ledger.replay import reset_for_replay
 from payhook.broker import make_celery, make_publisher
 from payhook.settings import Settings
 
@@ -17,21 +16,9 @@ def replay(settings: Settings, *, ids: list[int], state: str | None) -> int:
     """Reset the chosen callbacks and publish them; how many."""
     engine = make_engine(settings.database_url)
     with Session(engine) as session, session.begin():
-        stmt = select(Callback.id)
-        if ids:
-            stmt = stmt.where(Callback.id.in_(ids))
-        elif state:
-            stmt = stmt.where(Callback.state == state)
-        else:
-            return 0
-        found = list(session.execute(stmt).scalars())
-        if found:
-            session.execute(
-                update(Callback).where(Callback.id.in_(found))
-                .values(state="received", reason=None, enqueued_at=None, attempts=0)
-            )
+        found = reset_for_replay(session, ids=ids, state=state)
+    engine.dispose()
     publish = make_publisher(make_celery(settings))
     for start in range(0, len(found), CHUNK):
         publish(found[start : start + CHUNK])
-    engine.dispose()
     return len(found)
