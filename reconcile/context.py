@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -38,8 +38,6 @@ class ReconcileConfig:
     """Tunables of a pass; `from_settings` reads `reconcile_*` settings where they exist."""
 
     backoff_s: tuple[int, ...] = DEFAULT_BACKOFF_S
-    #: Per "provider/account" schedule overriding `backoff_s`.
-    account_backoff_s: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     give_up_after_s: int = 7 * 86400
     #: A claimed order is not due again for this long, so a crashed pass cannot lose it.
     claim_lease_s: int = 600
@@ -71,11 +69,8 @@ class ReconcileConfig:
         return cls(**values)
 
     def schedule(self, account: Account) -> tuple[int, ...]:
-        """`account`'s backoff: its own `poll_backoff_s`, else this config's override or default."""
-        own = getattr(account.config, "poll_backoff_s", None)
-        if own:
-            return tuple(int(s) for s in own)
-        return self.account_backoff_s.get(account.key, self.backoff_s)
+        """`account`'s backoff: its own `poll_backoff_s`, else the configured default."""
+        return account.config.poll_backoff_s or self.backoff_s
 
     def per_pass(self, account: Account) -> int:
         """How many of `account`'s due orders one pass claims: what its rate allows in budget."""

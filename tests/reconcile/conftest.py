@@ -98,6 +98,7 @@ class Recon:
     config: ReconcileConfig
     rate: float = 100.0
     stale_after_s: int = 900
+    poll_backoff_s: tuple[int, ...] | None = None
     sms: SmsConfig | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     http: QueryHttp = field(default_factory=lambda: QueryHttp(retry=RetryPolicy(attempts=1)))
@@ -108,7 +109,8 @@ class Recon:
     def account(self) -> Account:
         config = MTPayAccount.model_validate(
             {"base_url": self.url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
-             "stale_after_s": self.stale_after_s, "query_rate_per_s": self.rate}
+             "stale_after_s": self.stale_after_s, "query_rate_per_s": self.rate,
+             "poll_backoff_s": self.poll_backoff_s}
         )
         return Account(registry.get("mtpay"), "default", config)
 

@@ -70,11 +70,12 @@ def test_backoff_is_respected_between_passes(recon: Recon) -> None:
 
 
 def test_per_account_schedule_override(recon: Recon) -> None:
-    """An account's schedule in `account_backoff_s` replaces the default backoff."""
+    """An account's `poll_backoff_s` replaces the default backoff."""
+    recon.poll_backoff_s = (60,)
     recon.register("M3")
     recon.mtpay.set("M3", "PENDING")
     recon.clock.advance(seconds=901)
-    recon.pass_(account_backoff_s={"mtpay/default": (60,)})
+    recon.pass_()
     assert recon.order("M3").next_poll_at == recon.clock() + timedelta(seconds=60)
 
 
