@@ -40,14 +40,14 @@ def process_callbacks(ids: list[int]) -> dict[str, Any]:
     return {"states": result.states, "retry": len(result.retry)}
 
 
-def _count_outcomes(rt: runtime.Runtime, states: dict[str, int]) -> None:
+def _count_outcomes(rt: runtime.Runtime, counts: dict[str, int]) -> None:
     """Outcome counters live in Redis so the receiver's /metrics shows every worker's."""
-    if not states:
+    if not counts:
         return
     try:
         pipe = rt.redis.pipeline()
-        for state, count in states.items():
-            pipe.hincrby(f"{rt.settings.queue}:outcomes", state, count)
+        for state_reason, count in counts.items():
+            pipe.hincrby(f"{rt.settings.queue}:outcomes", state_reason, count)
         pipe.execute()
     except Exception as exc:  # metrics must never fail the work
         log.warning("outcome_metrics_failed", error=str(exc)[:120])
