@@ -126,7 +126,7 @@ def create_app(
         settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=2, socket_connect_timeout=2
     )
     app[CELERY] = celery
-    dispatcher = Dispatcher(make_publisher(celery), max_ids=settings.batch_size)
+    dispatcher = Dispatcher(make_publisher(settings), max_ids=settings.batch_size)
     app[DISPATCHER] = dispatcher
     app[INBOX] = Inbox(engine, dispatcher.submit)
     app[METRICS].registry.register(

@@ -1,16 +1,22 @@
 """The durable inbox: group commit of received callbacks, acknowledged only after their commit.
 
-One writer thread owns the inserts. Whenever it is free it takes every request queued so far
+Writer threads own the inserts. Whenever one is free it takes every request queued so far
 (up to `max_batch`) and commits them in one transaction, so at low load a request waits for
-one commit, and at high load many requests share one. A request's future resolves only after
-the commit that holds its row; if that commit fails, it resolves with `InboxUnavailable`
-(the route answers 503, so the provider retries). The write happens in the thread whatever
-becomes of the request's handler, so a provider hanging up mid-request cannot undo it.
+one commit, and at high load many requests share one. Two writers by default: while one waits
+for its commit to reach the disk, the other already collects and writes the next group, so the
+commit's latency does not cap the rate. On PostgreSQL a group is one fixed statement (`unnest`
+of one binary array per column, prepared by the driver after a few uses) whatever its size.
+
+A request's future resolves only after the commit that holds its row; if that commit fails, it
+resolves with `InboxUnavailable` (the route answers 503, so the provider retries). The write
+happens in a writer thread whatever becomes of the request's handler, so a provider hanging up
+mid-request cannot undo it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -26,6 +32,15 @@ from ledger.models import Callback
 log = structlog.get_logger(__name__)
 _TABLE: Any = Callback.__table__
 _STOP = object()
+# One statement text for every group size. The ids come from the table's sequence in the order
+# the SELECT yields the rows (ORDER BY the array position), so ascending ids match the group.
+_PG_INSERT = (
+    "INSERT INTO callbacks"
+    " (provider, account, received_at, remote_addr, headers, body, state, attempts)"
+    " SELECT p, a, r, ra, h, b, 'received', 0 FROM unnest("
+    "%b::varchar[], %b::varchar[], %b::timestamptz[], %b::varchar[], %b::text[], %b::bytea[]"
+    ") WITH ORDINALITY AS t(p, a, r, ra, h, b, n) ORDER BY n RETURNING id"
+)
 
 
 class InboxUnavailable(Exception):
@@ -55,29 +70,45 @@ class Inbox:
         engine: Engine,
         on_committed: Callable[[list[int]], None],
         max_batch: int = 512,
+        writers: int = 2,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self.commits = 0
+        # SQLite has one writer at a time whatever we do: a second thread would only wait.
+        count = 1 if engine.dialect.name == "sqlite" else max(1, writers)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"inbox-writer-{n}", daemon=True)
+            for n in range(count)
+        ]
+        self._insert = _insert_pg if engine.dialect.name == "postgresql" else _insert_core
+        self._commits = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def commits(self) -> int:
+        return self._commits
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Commit what is queued, then end the writer thread."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
+        """Commit what is queued, then end the writer threads."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     async def put(self, item: Received) -> int:
         """Store `item`; the callback id once its row is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._queue.put((item, future, loop))
-        # shield: a cancelled handler must not cancel the commit it is waiting for.
-        return await asyncio.shield(future)
+        # Once queued, the row is written whatever becomes of this handler: if it is cancelled
+        # (the provider hung up), the future is cancelled and the writer skips resolving it.
+        return await future
 
     def _run(self) -> None:
         stopping = False
@@ -98,33 +129,73 @@ class Inbox:
             self._commit(batch)
 
     def _commit(self, batch: list[_Item]) -> None:
-        rows = [
-            {
-                "provider": r.provider,
-                "account": r.account,
-                "received_at": r.received_at,
-                "remote_addr": r.remote_addr,
-                "headers": r.headers,
-                "body": r.body,
-                "state": "received",
-                "attempts": 0,
-            }
-            for r, _, _ in batch
-        ]
+        items = [r for r, _, _ in batch]
         try:
-            with self._engine.begin() as conn:
-                stmt = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-                ids = [int(i) for i in conn.execute(stmt, rows).scalars()]
+            ids = self._insert(self._engine, items)
         except Exception as exc:  # any failure to commit means: not stored, say 503
             log.error("inbox_commit_failed", error=str(exc)[:200], batch=len(batch))
             _settle(batch, None, InboxUnavailable(type(exc).__name__))
             return
-        self.commits += 1
+        with self._count_lock:
+            self._commits += 1
         _settle(batch, ids, None)
         try:
             self._on_committed(ids)
         except Exception as exc:  # the sweeper re-enqueues whatever was not handed on
             log.warning("inbox_dispatch_failed", error=str(exc)[:200], ids=len(ids))
+
+
+def _insert_pg(engine: Engine, items: list[Received]) -> list[int]:
+    """One statement, one commit, on the pool's psycopg connection itself (binary parameters:
+    no text escaping of the bodies)."""
+    for item in items:
+        if item.received_at.tzinfo is None:
+            raise ValueError("naive datetime: payhook stores aware UTC only")
+    columns = (
+        [i.provider for i in items],
+        [i.account for i in items],
+        [i.received_at for i in items],
+        [i.remote_addr for i in items],
+        [i.headers for i in items],
+        [i.body for i in items],
+    )
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_PG_INSERT, columns)
+            ids = sorted(int(row[0]) for row in cursor.fetchall())
+        finally:
+            cursor.close()
+        raw.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        raise
+    finally:
+        raw.close()  # back to the pool
+    if len(ids) != len(items):
+        raise RuntimeError(f"inbox insert returned {len(ids)} ids for {len(items)} rows")
+    return ids
+
+
+def _insert_core(engine: Engine, items: list[Received]) -> list[int]:
+    rows = [
+        {
+            "provider": r.provider,
+            "account": r.account,
+            "received_at": r.received_at,
+            "remote_addr": r.remote_addr,
+            "headers": r.headers,
+            "body": r.body,
+            "state": "received",
+            "attempts": 0,
+        }
+        for r in items
+    ]
+    stmt = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+    with engine.begin() as conn:
+        return [int(i) for i in conn.execute(stmt, rows).scalars()]
 
 
 def _settle(batch: list[_Item], ids: list[int] | None, error: Exception | None) -> None:

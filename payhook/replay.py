@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from ledger.db import make_engine
 from ledger.replay import reset_for_replay
-from payhook.broker import make_celery, make_publisher
+from payhook.broker import make_publisher
 from payhook.settings import Settings
 
 CHUNK = 64
@@ -18,7 +18,7 @@ def replay(settings: Settings, *, ids: list[int], state: str | None) -> int:
     with Session(engine) as session, session.begin():
         found = reset_for_replay(session, ids=ids, state=state)
     engine.dispose()
-    publish = make_publisher(make_celery(settings))
+    publish = make_publisher(settings)
     for start in range(0, len(found), CHUNK):
         publish(found[start : start + CHUNK])
     return len(found)

@@ -1,0 +1,155 @@
+"""The receiver's two hand-offs, against the session's real database and Redis: the group-commit
+inbox (each request gets the id of its own row) and the publisher (a task message any Celery
+worker reads like one `send_task` wrote)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from sqlalchemy import select
+
+from ingest.dispatch import Dispatcher
+from ingest.inbox import Inbox, InboxUnavailable, Received
+from ledger.db import make_engine
+from ledger.models import Callback
+from payhook.broker import PROCESS_TASK, Publisher, make_celery
+from payhook.settings import Settings
+from tests.conftest import queue_name
+
+
+def _item(n: int) -> Received:
+    return Received(
+        provider="opay",
+        account="default",
+        received_at=datetime.now(UTC),
+        remote_addr=None if n % 3 else "10.0.0.1",
+        headers=json.dumps([["X-N", str(n)]]),
+        body=f"body-{n}-".encode() + bytes([n % 256, 0, 255]),  # not UTF-8: stored as given
+    )
+
+
+async def _put_all(inbox: Inbox, items: list[Received]) -> list[int]:
+    return list(await asyncio.gather(*(inbox.put(i) for i in items)))
+
+
+def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
+    """300 concurrent requests, grouped into commits by two writers: every id is distinct and
+    names the row holding that request's exact bytes."""
+    engine = make_engine(database_url)
+    committed: list[int] = []
+    lock = threading.Lock()
+
+    def on_committed(ids: list[int]) -> None:
+        with lock:
+            committed.extend(ids)
+
+    inbox = Inbox(engine, on_committed)
+    inbox.start()
+    items = [_item(n) for n in range(300)]
+    try:
+        ids = asyncio.run(_put_all(inbox, items))
+    finally:
+        inbox.stop()
+    assert len(set(ids)) == len(items)
+    assert sorted(committed) == sorted(ids)
+    assert inbox.commits < len(items)  # grouped, not one commit per request
+    with engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(select(Callback).where(Callback.id.in_(ids))).all()
+        }
+    for callback_id, item in zip(ids, items, strict=True):
+        row = rows[callback_id]
+        assert (row.body, row.headers, row.remote_addr) == (item.body, item.headers,
+                                                             item.remote_addr)
+        assert row.received_at == item.received_at
+        assert row.state == "received"
+    engine.dispose()
+
+
+def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> None:
+    """No table: nothing is stored, and each waiting request learns it (the route says 503)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/empty.db")
+    handed_on: list[int] = []
+    inbox = Inbox(engine, handed_on.extend)
+    inbox.start()
+
+    async def attempt() -> list[BaseException | int]:
+        return await asyncio.gather(*(inbox.put(_item(n)) for n in range(5)),
+                                    return_exceptions=True)
+
+    try:
+        results = asyncio.run(attempt())
+    finally:
+        inbox.stop()
+    assert all(isinstance(r, InboxUnavailable) for r in results)
+    assert handed_on == []
+    engine.dispose()
+
+
+def _settings(redis_url: str, queue: str) -> Settings:
+    return Settings(redis_url=redis_url, queue=queue)
+
+
+def test_the_publisher_writes_the_message_send_task_writes(redis_url: str) -> None:
+    """Same envelope, headers, properties and body as Celery's own `send_task` for the same
+    call; only the ids that are fresh per message differ."""
+    queue = queue_name("payhook-pub")
+    settings = _settings(redis_url, queue)
+    client = redis.Redis.from_url(redis_url)
+    celery = make_celery(settings)
+    celery.send_task(PROCESS_TASK, args=[[7, 8, 9]], retry=False)
+    publisher = Publisher(settings)
+    publisher([7, 8, 9])
+    publisher.close()
+    ours, theirs = (json.loads(m) for m in client.lrange(queue, 0, -1))  # LPUSH: newest first
+    client.close()
+    assert ours.keys() == theirs.keys()
+    for part in ("headers", "properties"):
+        assert ours[part].keys() == theirs[part].keys()
+    fresh = {"id", "root_id", "origin", "correlation_id", "reply_to", "delivery_tag"}
+    for part in ("headers", "properties"):
+        for key, value in theirs[part].items():
+            if key not in fresh:
+                assert ours[part][key] == value, key
+    assert ours["headers"]["root_id"] == ours["headers"]["id"]
+    assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(
+        base64.b64decode(theirs["body"]))
+    assert {k: ours[k] for k in ("content-type", "content-encoding")} == {
+        k: theirs[k] for k in ("content-type", "content-encoding")}
+
+
+def test_the_dispatcher_merges_small_hand_offs_into_one_task(redis_url: str) -> None:
+    queue = queue_name("payhook-disp")
+    publisher = Publisher(_settings(redis_url, queue))
+    dispatcher = Dispatcher(publisher, max_ids=64, linger_s=0.2)
+    dispatcher.start()
+    for n in range(10):
+        dispatcher.submit([n * 2, n * 2 + 1])
+    dispatcher.stop()
+    publisher.close()
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    client.close()
+    assert len(messages) == 1
+    assert dispatcher.tasks == 1
+    args, _kwargs, _embed = json.loads(base64.b64decode(messages[0]["body"]))
+    assert args == [list(range(20))]
+
+
+def test_a_failed_publish_is_logged_not_raised() -> None:
+    """Redis unreachable: the ids stay committed for the sweeper; the dispatcher carries on."""
+    publisher = Publisher(Settings(redis_url="redis://127.0.0.1:1/0", queue="nowhere",
+                                   publish_timeout_s=0.2))
+    dispatcher = Dispatcher(publisher, max_ids=64, linger_s=0.0)
+    dispatcher.start()
+    dispatcher.submit([1, 2, 3])
+    dispatcher.stop()
+    assert (dispatcher.published, dispatcher.tasks) == (0, 0)
