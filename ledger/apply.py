@@ -8,11 +8,12 @@ same event at once serialise and the second one sees a duplicate.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from ledger.db import insert_ignore
@@ -21,6 +22,13 @@ from ledger.money import to_minor
 from ledger.status import Decision, Kind, Outcome, Status, decide
 
 _EXPLAINED_AMOUNT = frozenset({"partial_payment", "overpayment"})
+# The rows an event adds are written with Core statements on the session's connection: they
+# are never read back through the ORM here, and the unit of work's per-object bookkeeping was
+# the worker's largest cost. Only the order, which callers go on reading, is an ORM object.
+_PAYMENTS: Table = Payment.__table__  # type: ignore[assignment]
+_JOURNAL: Table = Journal.__table__  # type: ignore[assignment]
+_POSTINGS: Table = Posting.__table__  # type: ignore[assignment]
+_ORDER_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -55,43 +63,77 @@ class Applied:
     flags: tuple[str, ...]
 
 
-def apply_event(session: Session, event: Incoming, now: datetime) -> Applied:
-    """Apply `event` once: a repeat of a seen event is a `duplicate` and changes nothing else."""
-    order, created = _lock_order(session, event, now)
-    seen_id = insert_ignore(
-        session,
-        ProviderEventSeen.__table__,  # type: ignore[arg-type]
-        {
-            "provider": event.provider,
-            "account": event.account,
-            "event_id": event.event_id,
-            "provider_status": event.provider_status,
-            "order_id": order.id,
-            "created_at": now,
-        },
-    )
-    if seen_id is None:
-        _history(session, order, event, Outcome.DUPLICATE, now)
-        return Applied(Outcome.DUPLICATE, order.id, ())
-    decision = decide(Status(order.status), event.status, Kind(order.kind))
-    flags = list(decision.flags) + list(event.flags)
-    if created:
-        flags.append("unregistered_order")
-    if decision.moves_money:
-        flags += _move_money(session, order, event, now)
-    if decision.new_status is not None:
-        order.status = decision.new_status.value
-    if order.status != Status.PENDING.value:
-        order.next_poll_at = None
-    elif event.source == "callback" and event.poll_after is not None:
-        order.next_poll_at = event.poll_after
-        order.poll_attempts = 0
-    if event.provider_order_no and not order.provider_order_no:
-        order.provider_order_no = event.provider_order_no
-    _flag(order, flags)
-    order.updated_at = now
-    _history(session, order, event, decision.outcome, now)
-    return Applied(decision.outcome, order.id, tuple(flags))
+OrderKey = tuple[str, str, str]  # (provider, account, merchant_order_no)
+
+
+def lock_orders(session: Session, keys: Iterable[OrderKey]) -> dict[OrderKey, Order]:
+    """Lock the existing orders among `keys` in one statement, in id order (so two workers
+    locking overlapping batches queue instead of deadlocking); pass the result to
+    `apply_event` as `locked`, which then needs no select of its own for them."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Order)
+        .where(tuple_(Order.provider, Order.account, Order.merchant_order_no).in_(wanted))
+        .order_by(Order.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return {(o.provider, o.account, o.merchant_order_no): o for o in rows}
+
+
+def apply_event(
+    session: Session, event: Incoming, now: datetime, locked: dict[OrderKey, Order] | None = None
+) -> Applied:
+    """Apply `event` once: a repeat of a seen event is a `duplicate` and changes nothing else.
+
+    `locked`: orders this transaction already holds (from `lock_orders`); an order created
+    here is added to it.
+    """
+    key = (event.provider, event.account, event.merchant_order_no)
+    if locked is not None and key in locked:
+        order, created = locked[key], False
+    else:
+        order, created = _lock_order(session, event, now)
+        if locked is not None:
+            locked[key] = order
+    # Nothing below reads the order back from the database: the order is flushed once, later.
+    with session.no_autoflush:
+        seen_id = insert_ignore(
+            session,
+            ProviderEventSeen.__table__,  # type: ignore[arg-type]
+            {
+                "provider": event.provider,
+                "account": event.account,
+                "event_id": event.event_id,
+                "provider_status": event.provider_status,
+                "order_id": order.id,
+                "created_at": now,
+            },
+        )
+        if seen_id is None:
+            _history(session, order, event, Outcome.DUPLICATE, now)
+            return Applied(Outcome.DUPLICATE, order.id, ())
+        decision = decide(Status(order.status), event.status, Kind(order.kind))
+        flags = list(decision.flags) + list(event.flags)
+        if created:
+            flags.append("unregistered_order")
+        if decision.moves_money:
+            flags += _move_money(session, order, event, now)
+        if decision.new_status is not None:
+            order.status = decision.new_status.value
+        if order.status != Status.PENDING.value:
+            order.next_poll_at = None
+        elif event.source == "callback" and event.poll_after is not None:
+            order.next_poll_at = event.poll_after
+            order.poll_attempts = 0
+        if event.provider_order_no and not order.provider_order_no:
+            order.provider_order_no = event.provider_order_no
+        _flag(order, flags)
+        order.updated_at = now
+        _history(session, order, event, decision.outcome, now)
+        return Applied(decision.outcome, order.id, tuple(flags))
 
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:
@@ -149,15 +191,17 @@ def _move_money(session: Session, order: Order, event: Incoming, now: datetime) 
         flags.append("currency_mismatch")
     amount = to_minor(event.amount, currency) if event.amount is not None else order.amount_minor
     kind = Kind(order.kind)
-    payment = Payment(
-        order_id=order.id,
-        provider_txn_id=event.event_id,
-        amount_minor=amount,
-        status=Status.SUCCEEDED.value,
-        paid_at=event.paid_at,
+    payment_id = _insert_id(
+        session,
+        _PAYMENTS,
+        {
+            "order_id": order.id,
+            "provider_txn_id": event.event_id,
+            "amount_minor": amount,
+            "status": Status.SUCCEEDED.value,
+            "paid_at": event.paid_at,
+        },
     )
-    session.add(payment)
-    session.flush()
     if kind is Kind.STATIC_VA:
         order.paid_minor += amount
     else:
@@ -165,7 +209,7 @@ def _move_money(session: Session, order: Order, event: Incoming, now: datetime) 
         explained = _EXPLAINED_AMOUNT.intersection(event.flags)
         if amount != order.amount_minor and order.amount_minor and not explained:
             flags.append("amount_mismatch")
-    _post(session, order, payment.id, amount, currency, now)
+    _post(session, order, payment_id, amount, currency, now)
     return flags
 
 
@@ -181,18 +225,25 @@ def _post(
     session: Session, order: Order, payment_id: int, amount: int, currency: str, now: datetime
 ) -> None:
     """One journal entry whose two legs sum to zero."""
-    journal = Journal(order_id=order.id, payment_id=payment_id, memo=order.kind, created_at=now)
-    session.add(journal)
-    session.flush()
-    debit, credit = ledger_accounts(order)
-    session.add_all(
-        [
-            Posting(journal_id=journal.id, ledger_account=debit, currency=currency,
-                    amount_minor=amount),
-            Posting(journal_id=journal.id, ledger_account=credit, currency=currency,
-                    amount_minor=-amount),
-        ]
+    journal_id = _insert_id(
+        session,
+        _JOURNAL,
+        {"order_id": order.id, "payment_id": payment_id, "memo": order.kind, "created_at": now},
     )
+    debit, credit = ledger_accounts(order)
+    session.execute(
+        insert(_POSTINGS),
+        [
+            {"journal_id": journal_id, "ledger_account": debit, "currency": currency,
+             "amount_minor": amount},
+            {"journal_id": journal_id, "ledger_account": credit, "currency": currency,
+             "amount_minor": -amount},
+        ],
+    )
+
+
+def _insert_id(session: Session, table: Table, values: dict[str, object]) -> int:
+    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
 
 
 def _flag(order: Order, flags: list[str]) -> None:
@@ -209,18 +260,19 @@ def _flag(order: Order, flags: list[str]) -> None:
 def _history(
     session: Session, order: Order, event: Incoming, outcome: Outcome, now: datetime
 ) -> None:
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            at=now,
-            source=event.source,
-            callback_id=event.callback_id,
-            provider_status=event.provider_status,
-            status=event.status.value,
-            outcome=outcome.value,
-            event_id=event.event_id,
-        )
+    session.execute(
+        insert(_ORDER_EVENTS),
+        {
+            "order_id": order.id,
+            "at": now,
+            "source": event.source,
+            "callback_id": event.callback_id,
+            "provider_status": event.provider_status,
+            "status": event.status.value,
+            "outcome": outcome.value,
+            "event_id": event.event_id,
+        },
     )
 
 
-__all__ = ["Applied", "Decision", "Incoming", "apply_event", "ledger_accounts"]
+__all__ = ["Applied", "Decision", "Incoming", "apply_event", "ledger_accounts", "lock_orders"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, Table, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,8 +47,17 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def insert_ignore(session: Session, table: Table, values: dict[str, Any]) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new id, or None if the row existed."""
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    row = session.execute(stmt).first()
+    row = session.execute(_insert_ignore_sql(table, tuple(values)), values).first()
     return None if row is None else int(row[0])
+
+
+@functools.cache
+def _insert_ignore_sql(table: Table, columns: tuple[str, ...]) -> TextClause:
+    """The statement as text, typed by the table's columns: the same SQL on PostgreSQL and
+    SQLite (3.35+), and, unlike the dialects' `on_conflict_do_nothing()` constructs, cached by
+    SQLAlchemy instead of compiled anew on every execution (a worker runs it per event)."""
+    typed = [bindparam(c, type_=table.c[c].type) for c in columns]  # KeyError: not a column
+    names, params = ", ".join(columns), ", ".join(f":{c}" for c in columns)
+    # Only the table's own name and column names are interpolated; values are bound.
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({params}) ON CONFLICT DO NOTHING"  # noqa: S608
+    return text(f"{sql} RETURNING id").bindparams(*typed)

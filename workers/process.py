@@ -17,8 +17,8 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ledger.apply import apply_event
-from ledger.models import NON_FINAL, Callback
+from ledger.apply import OrderKey, apply_event, lock_orders
+from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest
 from payhook.accounts import Account
@@ -162,9 +162,10 @@ def _write(
             select(Callback.id, Callback.state).where(Callback.id.in_(ids)).with_for_update()
         )
         current: dict[int, str] = {int(i): str(state) for i, state in rows}
-        for verdict in verdicts:
-            if current.get(verdict.callback_id) in NON_FINAL:
-                finals.append((verdict, _final_values(rt, session, verdict, now, isolate)))
+        todo = [v for v in verdicts if current.get(v.callback_id) in NON_FINAL]
+        locked = lock_orders(session, [_order_key(v, e) for v in todo for e in v.events])
+        for verdict in todo:
+            finals.append((verdict, _final_values(rt, session, verdict, now, isolate, locked)))
         if finals:
             session.execute(
                 update(Callback), [{"id": v.callback_id, **values} for v, values in finals]
@@ -172,8 +173,18 @@ def _write(
     return finals
 
 
+def _order_key(v: Verdict, event: ProviderEvent) -> OrderKey:
+    assert v.account is not None
+    return (v.account.provider.name, v.account.name, event.merchant_order_no)
+
+
 def _final_values(
-    rt: Runtime, session: Session, v: Verdict, now: datetime, isolate: bool
+    rt: Runtime,
+    session: Session,
+    v: Verdict,
+    now: datetime,
+    isolate: bool,
+    locked: dict[OrderKey, Order],
 ) -> dict[str, Any]:
     """Apply the callback's events; the values of its final (or retry) state."""
     claimed = v.claimed or (v.events[0] if v.events else None)
@@ -185,17 +196,23 @@ def _final_values(
     problem = v.transient
     if v.rejected is None and problem is None:
         if not isolate:
-            outcomes = [_apply(session, v, e, now) for e in v.events]
+            outcomes = [_apply(session, v, e, now, locked) for e in v.events]
             return {**values, "state": strongest(outcomes).value, "reason": None}
+        held = set(locked)
         try:
             with session.begin_nested():
-                outcomes = [_apply(session, v, e, now) for e in v.events]
+                outcomes = [_apply(session, v, e, now, locked) for e in v.events]
             return {**values, "state": strongest(outcomes).value, "reason": None}
         except AmountError:  # deterministic: retrying cannot help
-            return {**values, "state": "rejected", "reason": "bad_amount"}
+            reason: str | None = "bad_amount"
         except Exception as exc:  # this callback only: its savepoint is rolled back
             log.warning("callback_apply_failed", callback_id=v.callback_id, error=str(exc)[:200])
-            problem = f"apply:{type(exc).__name__}"[:64]
+            problem, reason = f"apply:{type(exc).__name__}"[:64], None
+        # Rolled back: an order this savepoint created no longer exists, so forget it.
+        for key in set(locked) - held:
+            del locked[key]
+        if reason is not None:
+            return {**values, "state": "rejected", "reason": reason}
     if v.rejected is not None:
         return {**values, "state": "rejected", "reason": v.rejected}
     if v.attempts + 1 >= rt.settings.max_attempts:
@@ -203,10 +220,16 @@ def _final_values(
     return {**values, "state": "processing", "reason": problem}
 
 
-def _apply(session: Session, v: Verdict, event: ProviderEvent, now: datetime) -> Outcome:
+def _apply(
+    session: Session,
+    v: Verdict,
+    event: ProviderEvent,
+    now: datetime,
+    locked: dict[OrderKey, Order],
+) -> Outcome:
     assert v.account is not None
     incoming = v.account.incoming(
         event, "callback", callback_id=v.callback_id,
         poll_after=now + timedelta(seconds=v.account.config.stale_after_s),
     )
-    return apply_event(session, incoming, now).outcome
+    return apply_event(session, incoming, now, locked).outcome

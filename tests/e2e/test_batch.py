@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 import pytest
 import redis
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
+import ledger.apply
+from ledger.apply import Incoming
 from ledger.db import make_engine, make_sessionmaker
-from ledger.models import Callback
+from ledger.models import Callback, Order
 from payhook.accounts import load_accounts
 from payhook.settings import Settings
 from providers.base import HttpRequest
@@ -59,6 +62,35 @@ def test_poison_callback_does_not_fail_its_neighbours(stack: Stack, runtime: Run
     records = [stack.callback(i) for i in ids]
     assert [r["state"] for r in records] == ["applied", "applied", "rejected", "applied",
                                              "applied"]
+
+
+def test_an_order_created_by_a_rolled_back_callback_is_created_again(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failing callback is the first news of its order, so its savepoint creates the order
+    before failing (an injected fault while moving the money) and rolls back. A good callback
+    for the same order later in the batch must not reuse the vanished row: it creates the order
+    anew and applies."""
+    world = stack.world
+    order_no = unique()
+    fields = world.fields("opay", order_no, "succeeded", "5.00")
+    ids = store(runtime, [world.callback("opay", fields), world.callback("opay", fields)])
+    move_money = ledger.apply._move_money
+
+    def fail_for_the_first(session: Session, order: Order, event: Incoming, now: datetime,
+                           ) -> list[str]:
+        if event.callback_id == ids[0]:
+            raise RuntimeError("injected fault after the order was created")
+        return move_money(session, order, event, now)
+
+    monkeypatch.setattr(ledger.apply, "_move_money", fail_for_the_first)
+    result = process_batch(runtime, ids)
+    assert result.states == {"applied": 1, "processing": 1}
+    assert [stack.callback(i)["state"] for i in ids] == ["processing", "applied"]
+    order = stack.order("opay", order_no)
+    assert order is not None
+    assert order["status"] == "succeeded"
+    assert len(order["payments"]) == 1
 
 
 def test_a_batch_processed_twice_changes_nothing(stack: Stack, runtime: Runtime) -> None:
