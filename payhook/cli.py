@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -27,10 +28,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # commit on a dead connection fails, that batch is answered 503, and the provider retries.
     engine = make_engine(settings.database_url, pool_size=8, pre_ping=False)
     app = create_app(settings, accounts, engine, make_celery(settings))
+    app.on_startup.append(_freeze_heap)
     web.run_app(
         app, host=args.host, port=args.port, access_log=None, print=None, shutdown_timeout=10
     )
     return 0
+
+
+async def _freeze_heap(_app: object) -> None:
+    """Move everything loaded at start-up (modules, SQLAlchemy and aiohttp internals: ~100k
+    objects) out of the garbage collector's reach. A full collection over them took ~50 ms
+    on the bench machine, a pause every request in flight waits out; frozen, it takes ~0."""
+    gc.collect()
+    gc.freeze()
 
 
 def _celery(command: str, extra: list[str]) -> int:
