@@ -100,7 +100,8 @@ def grow_ledger(engine: Engine, have: int, want: int) -> None:
 
 
 def analyze(engine: Engine, vacuum: bool = False) -> None:
-    """Fresh planner statistics (and, after a bulk delete, reclaimed space) on PostgreSQL."""
+    """Fresh planner statistics on PostgreSQL; with `vacuum` (after a bulk load or delete) also
+    reclaimed space, a set visibility map and a checkpoint."""
     if engine.dialect.name != "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")

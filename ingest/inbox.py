@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, insert
 
-from ledger.models import Callback
+from ledger.models import Callback, Stamp
 
 log = structlog.get_logger(__name__)
 _TABLE: Any = Callback.__table__
@@ -148,13 +148,11 @@ class Inbox:
 def _insert_pg(engine: Engine, items: list[Received]) -> list[int]:
     """One statement, one commit, on the pool's psycopg connection itself (binary parameters:
     no text escaping of the bodies)."""
-    for item in items:
-        if item.received_at.tzinfo is None:
-            raise ValueError("naive datetime: payhook stores aware UTC only")
     columns = (
         [i.provider for i in items],
         [i.account for i in items],
-        [i.received_at for i in items],
+        # The column type's own check: aware UTC only, a naive time is refused.
+        [Stamp.process_bind_param(i.received_at, engine.dialect) for i in items],
         [i.remote_addr for i in items],
         [i.headers for i in items],
         [i.body for i in items],

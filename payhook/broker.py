@@ -23,10 +23,8 @@ RECONCILE_TASK = "payhook.reconcile"
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for at-least-once delivery that survives a killed worker."""
-    if not settings.redis_url:
-        raise ValueError("PAYHOOK_REDIS_URL is not set (payhook dev starts an embedded Redis)")
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": _redis_url(settings),
         "broker_transport_options": {
             # An unacked task comes back after this many seconds (Celery's default is an hour).
             "visibility_timeout": settings.visibility_timeout_s,
@@ -58,6 +56,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _redis_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise ValueError("PAYHOOK_REDIS_URL is not set (payhook dev starts an embedded Redis)")
+    return settings.redis_url
+
+
 class Publisher:
     """Sends `payhook.process_callbacks(ids)` by pushing the task message onto the queue's Redis
     list itself: Celery's message protocol v2, laid out exactly as kombu's Redis transport
@@ -71,10 +75,8 @@ class Publisher:
     """
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.redis_url:
-            raise ValueError("PAYHOOK_REDIS_URL is not set (payhook dev starts an embedded Redis)")
         self._client = redis.Redis.from_url(
-            settings.redis_url,
+            _redis_url(settings),
             socket_timeout=settings.publish_timeout_s,
             socket_connect_timeout=settings.publish_timeout_s,
         )
