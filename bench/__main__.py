@@ -34,15 +34,16 @@ class Plan:
     levels: tuple[int, ...]
     reps: int
     growth_reps: int
+    latency_reps: int  # at every level: a tail is decided by a few disk stalls, so more runs
     saturation_s: float
     latency_s: float
     e2e_n: int
 
 
-FULL = Plan(levels=(10_000, 100_000, 1_000_000), reps=3, growth_reps=2, saturation_s=5,
-            latency_s=12, e2e_n=20_000)
-QUICK = Plan(levels=(1_000, 10_000, 50_000), reps=2, growth_reps=2, saturation_s=2,
-             latency_s=3, e2e_n=1_500)
+FULL = Plan(levels=(10_000, 100_000, 1_000_000), reps=3, growth_reps=2, latency_reps=5,
+            saturation_s=5, latency_s=10, e2e_n=20_000)
+QUICK = Plan(levels=(1_000, 10_000, 50_000), reps=2, growth_reps=2, latency_reps=3,
+             saturation_s=2, latency_s=3, e2e_n=1_500)
 
 
 def _progress(message: str) -> None:
@@ -63,9 +64,9 @@ def _ack_level(lab: Lab, plan: Plan, reps: int, ports: dict[str, int], pool: Pat
         f"{s} {med([r['rate'] for r in sat[s]]):.0f}/s" for s in servers))
     offset = 0
     for rate in RATES:
-        for _ in range(reps):
+        for _ in range(plan.latency_reps):
             for server in servers:
-                lat[server][rate].append(phases.latency(lab, ports[server], pool, rate,
+                lat[server][rate].append(phases.latency(lab, server, ports[server], pool, rate,
                                                         plan.latency_s, offset))
                 offset += int(rate * plan.latency_s)
         _progress(f"latency @{rate}: " + ", ".join(
@@ -137,6 +138,11 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
             **{f"{q}_ms_{rate}": med([r[f"{q}_ms"] for r in lat[rate]])
                for rate in RATES for q in ("p50", "p99", "p999")},
             "e2e_rate": med([r["rate"] for r in level["e2e"]["payhook"]]),
+            # Over all of the level's latency runs: the generator's stalls (requests > 10 ms,
+            # 50 ms apart counted once) and the inbox commits that took > 10 ms meanwhile.
+            **{key: sum(r.get(key, 0) for rate in RATES for r in lat[rate])
+               for key in ("stalls", "slow_commits", "commits")},
+            "latency_runs": sum(len(lat[rate]) for rate in RATES),
         }
 
     figures = [level_figures(level) for level in levels]
@@ -164,6 +170,7 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
                     for rate in RATES},
         "echo_latency": {str(rate): {k: med([r[k] for r in echo_lat[rate]])
                                      for k in ("p50_ms", "p99_ms", "p999_ms")} for rate in RATES},
+        "echo_stalls": sum(r["stalls"] for rate in RATES for r in echo_lat[rate]),
         "e2e_n": plan.e2e_n, "e2e_rate": base["e2e_rate"],
         "noop_rate": med([r["rate"] for r in noop]),
         "growth": growth, "levels": figures, "rss": rss, "runs": levels,
@@ -179,6 +186,7 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
         "database": backends.database, "database_version": backends.server_version(),
         "database_source": backends.database_source, "redis": backends.redis_source,
         "quick": quick, "reps": plan.reps, "growth_reps": plan.growth_reps,
+        "latency_reps": plan.latency_reps,
         "plan": asdict(plan), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "raw": raw,
     }

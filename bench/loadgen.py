@@ -85,6 +85,7 @@ class Spec:
     rate: float = 0.0  # open model only
     warmup_s: float = 1.0  # closed model: completions in the first warmup_s are not counted
     offset: int = 0  # where in the request list this generator starts
+    trace: str = ""  # open model: a file for (scheduled s, latency ms, send lag ms) per request
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -92,6 +93,20 @@ def _percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
     return sorted_values[index]
+
+
+STALL_S = 0.010  # a request slower than this is part of a stall
+_EPISODE_GAP_S = 0.050
+
+
+def _episodes(offsets: list[float]) -> int:
+    """How many separate stalls: slow requests scheduled within 50 ms of each other are one."""
+    count, last = 0, float("-inf")
+    for at in offsets:
+        if at - last > _EPISODE_GAP_S:
+            count += 1
+        last = at
+    return count
 
 
 def _cpu_s() -> float:
@@ -115,6 +130,8 @@ async def run_open(spec: Spec, payloads: list[bytes]) -> dict[str, Any]:
         idle.put_nowait(conn)
     latencies: list[float] = []
     send_lag: list[float] = []
+    trace: list[tuple[float, float, float]] = []
+    slow: list[float] = []  # scheduled offsets of the requests slower than STALL_S
     statuses: dict[int, int] = {}
     errors = 0
     total = int(spec.rate * spec.duration_s)
@@ -123,13 +140,19 @@ async def run_open(spec: Spec, payloads: list[bytes]) -> dict[str, Any]:
     async def one(index: int, scheduled: float) -> None:
         nonlocal errors
         conn = await idle.get()
-        send_lag.append(time.perf_counter() - scheduled)
+        lag = time.perf_counter() - scheduled
+        send_lag.append(lag)
         try:
             status = await conn.request(payloads[(spec.offset + index) % len(payloads)])
         except ConnectionError:
             errors += 1
             return
-        latencies.append(time.perf_counter() - scheduled)
+        latency = time.perf_counter() - scheduled
+        latencies.append(latency)
+        if latency > STALL_S:
+            slow.append(scheduled - start)
+        if spec.trace:
+            trace.append((scheduled - start, latency * 1e3, lag * 1e3))
         statuses[status] = statuses.get(status, 0) + 1
         idle.put_nowait(conn)
 
@@ -148,6 +171,7 @@ async def run_open(spec: Spec, payloads: list[bytes]) -> dict[str, Any]:
     if pending:
         await asyncio.wait(pending, timeout=30)
     elapsed = time.perf_counter() - start
+    start_wall = time.time() - (time.perf_counter() - start)
     latencies.sort()
     send_lag.sort()
     return {
@@ -158,6 +182,8 @@ async def run_open(spec: Spec, payloads: list[bytes]) -> dict[str, Any]:
         "p999_ms": _percentile(latencies, 0.999) * 1e3,
         "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
         "send_lag_p99_ms": _percentile(send_lag, 0.99) * 1e3,
+        "stalls": _episodes(sorted(slow)), "slow_requests": len(slow),
+        "trace": {"start_wall": start_wall, "requests": sorted(trace)} if spec.trace else None,
         "cpu_s": _cpu_s() - cpu0,
     }
 
@@ -240,6 +266,9 @@ def main(argv: list[str]) -> int:
     payloads: list[bytes] = pickle.loads(Path(spec.requests).read_bytes())  # noqa: S301 - ours
     runner = _RUNNERS[spec.mode]
     result = asyncio.run(runner(spec, payloads))
+    trace = result.pop("trace", None)
+    if trace is not None:
+        Path(spec.trace).write_text(json.dumps(trace))
     Path(argv[1]).write_text(json.dumps(result))
     return 0
 

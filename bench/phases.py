@@ -5,6 +5,7 @@ Celery reference). Each returns plain numbers; the caller repeats and takes medi
 from __future__ import annotations
 
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,35 @@ def saturation(lab: Lab, server: str, port: int, pool: Path, duration_s: float) 
             "server_cpu_share": server_cpu, "generator_cpu_share": result["cpu_share"]}
 
 
-def latency(lab: Lab, port: int, pool: Path, rate: float, duration_s: float,
+def latency(lab: Lab, server: str, port: int, pool: Path, rate: float, duration_s: float,
             offset: int = 0) -> dict[str, Any]:
-    """Open model at `rate`; percentiles from each request's scheduled start."""
+    """Open model at `rate`; percentiles from each request's scheduled start. For payhook, also
+    what its inbox commits did meanwhile (from its own /metrics), so a stall seen by the
+    generator can be told apart: a slow commit (PostgreSQL's WAL flush) or not."""
+    before = inbox_commits(port) if server == "receiver" else None
     result = lab.load(port, pool, mode="open", connections=LATENCY_CONNECTIONS, rate=rate,
                       duration_s=duration_s, offset=offset)
     keys = ("achieved_rate", "completed", "errors", "statuses", "p50_ms", "p99_ms", "p999_ms",
-            "max_ms", "send_lag_p99_ms")
-    return {k: result[k] for k in keys}
+            "max_ms", "send_lag_p99_ms", "stalls", "slow_requests")
+    out = {k: result[k] for k in keys}
+    if before is not None:
+        after = inbox_commits(port)
+        out.update({k: after[k] - before[k] for k in after})
+    return out
+
+
+def inbox_commits(port: int) -> dict[str, float]:
+    """The receiver's inbox commit counters so far: commits, those slower than 10 ms, rows."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        values[name] = float(value) if name else 0.0
+    commits = values["payhook_inbox_commit_seconds_count"]
+    return {"commits": commits,
+            "slow_commits": commits - values['payhook_inbox_commit_seconds_bucket{le="0.01"}'],
+            "committed_rows": values["payhook_inbox_group_rows_sum"]}
 
 
 @dataclass

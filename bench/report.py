@@ -108,14 +108,20 @@ def markdown(doc: dict[str, Any]) -> str:
                  f"{_fmt(raw['rss'].get('noop_worker', float('nan')), 0)} | | "
                  f"{tgt['rss_worker_mb']} | {met['rss_worker_mb']} |")
     lines += ["", "| orders in ledger | saturation acks/s | p99 ms @500 | p99.9 ms @500 | "
-              "p99 ms @1000 | end-to-end callbacks/s |", "|---:|---:|---:|---:|---:|---:|"]
+              "p99 ms @1000 | end-to-end callbacks/s | stalls / inbox commits > 10 ms |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     for level in raw["levels"]:
         lines.append(f"| {level['orders']:,} | {_fmt(level['ack_rate'], 0)} | "
                      f"{_fmt(level['p99_ms_500'])} | {_fmt(level['p999_ms_500'])} | "
-                     f"{_fmt(level['p99_ms_1000'])} | {_fmt(level['e2e_rate'], 0)} |")
+                     f"{_fmt(level['p99_ms_1000'])} | {_fmt(level['e2e_rate'], 0)} | "
+                     f"{level['stalls']} / {level['slow_commits']:.0f} |")
     lines += ["", f"Medians of {doc['reps']} runs (growth levels after the first: "
-              f"{doc['growth_reps']}); references measured interleaved with payhook in the same "
-              f"run. Generator CPU share at saturation: {_fmt(raw['generator_cpu_share'])} "
+              f"{doc['growth_reps']}; latency: {doc['latency_reps']} per rate and level); "
+              f"references measured interleaved with payhook in the same run. Stalls: episodes "
+              f"of requests slower than 10 ms in all of a level's latency runs (echo server: "
+              f"{raw['echo_stalls']}), beside the receiver's inbox commits that took over 10 ms "
+              f"in the same runs (its `payhook_inbox_commit_seconds`). Generator CPU share at "
+              f"saturation: {_fmt(raw['generator_cpu_share'])} "
               f"(payhook), {_fmt(raw['echo_generator_cpu_share'])} (echo); server CPU share: "
               f"{_fmt(raw['receiver_cpu_share'])} (payhook), {_fmt(raw['echo_cpu_share'])} "
               f"(echo)."]

@@ -128,7 +128,7 @@ def create_app(
     app[CELERY] = celery
     dispatcher = Dispatcher(make_publisher(settings), max_ids=settings.batch_size)
     app[DISPATCHER] = dispatcher
-    app[INBOX] = Inbox(engine, dispatcher.submit)
+    app[INBOX] = Inbox(engine, dispatcher.submit, on_timing=app[METRICS].observe_commit)
     app[METRICS].registry.register(
         StateCollector(engine, lambda: app[REDIS], f"{settings.queue}:outcomes")
     )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +64,8 @@ _Item = tuple[Received, "asyncio.Future[int]", asyncio.AbstractEventLoop]
 
 
 class Inbox:
-    """Group-committing writer; `on_committed(ids)` runs in the writer thread after each commit."""
+    """Group-committing writer; `on_committed(ids)` runs in the writer thread after each commit,
+    and `on_timing(seconds, rows)` with how long that group's write and commit took."""
 
     def __init__(
         self,
@@ -71,9 +73,11 @@ class Inbox:
         on_committed: Callable[[list[int]], None],
         max_batch: int = 512,
         writers: int = 2,
+        on_timing: Callable[[float, int], None] | None = None,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
+        self._on_timing = on_timing
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         # SQLite has one writer at a time whatever we do: a second thread would only wait.
@@ -130,15 +134,19 @@ class Inbox:
 
     def _commit(self, batch: list[_Item]) -> None:
         items = [r for r, _, _ in batch]
+        started = time.perf_counter()
         try:
             ids = self._insert(self._engine, items)
         except Exception as exc:  # any failure to commit means: not stored, say 503
             log.error("inbox_commit_failed", error=str(exc)[:200], batch=len(batch))
             _settle(batch, None, InboxUnavailable(type(exc).__name__))
             return
+        elapsed = time.perf_counter() - started
         with self._count_lock:
             self._commits += 1
         _settle(batch, ids, None)
+        if self._on_timing is not None:
+            self._on_timing(elapsed, len(ids))
         try:
             self._on_committed(ids)
         except Exception as exc:  # the sweeper re-enqueues whatever was not handed on

@@ -48,7 +48,25 @@ class ReceiverMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=self.registry,
         )
+        # Per group commit (not per request): a slow commit here is PostgreSQL's WAL flush,
+        # and every request of the group, and those queued behind it, wait for it.
+        self.inbox_commit = Histogram(
+            "payhook_inbox_commit_seconds",
+            "Inbox group write + commit",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.inbox_group = Histogram(
+            "payhook_inbox_group_rows",
+            "Callbacks per inbox commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
         self._children: dict[str, ProviderCounters] = {}
+
+    def observe_commit(self, seconds: float, rows: int) -> None:
+        self.inbox_commit.observe(seconds)
+        self.inbox_group.observe(rows)
 
     def for_provider(self, provider: str) -> ProviderCounters:
         children = self._children.get(provider)

@@ -26,6 +26,12 @@ def test_metrics_expose_the_pipeline(stack: Stack) -> None:
     assert 'payhook_callbacks_acknowledged_total{provider="opay"}' in text
     assert "payhook_ack_latency_seconds_bucket" in text
     assert "payhook_oldest_unfinished_callback_age_seconds" in text
+    # The stack is shared by the module's tests: at least this callback's commit is counted.
+    commits = [line for line in text.splitlines()
+               if line.startswith("payhook_inbox_commit_seconds_count")]
+    assert commits
+    assert float(commits[0].split()[-1]) >= 1
+    assert "payhook_inbox_group_rows_bucket" in text
 
 
 def test_readyz_checks_database_and_redis(stack: Stack) -> None:

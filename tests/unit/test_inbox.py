@@ -45,11 +45,13 @@ def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
     committed: list[int] = []
     lock = threading.Lock()
 
+    timings: list[tuple[float, int]] = []
+
     def on_committed(ids: list[int]) -> None:
         with lock:
             committed.extend(ids)
 
-    inbox = Inbox(engine, on_committed)
+    inbox = Inbox(engine, on_committed, on_timing=lambda s, n: timings.append((s, n)))
     inbox.start()
     items = [_item(n) for n in range(300)]
     try:
@@ -59,6 +61,10 @@ def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
     assert len(set(ids)) == len(items)
     assert sorted(committed) == sorted(ids)
     assert inbox.commits < len(items)  # grouped, not one commit per request
+    # One timing per commit, covering every row, each a real (positive) duration.
+    assert len(timings) == inbox.commits
+    assert sum(n for _, n in timings) == len(items)
+    assert all(seconds > 0 for seconds, _ in timings)
     with engine.connect() as conn:
         rows = {
             r.id: r
@@ -77,7 +83,8 @@ def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> No
     """No table: nothing is stored, and each waiting request learns it (the route says 503)."""
     engine = make_engine(f"sqlite:///{tmp_path}/empty.db")
     handed_on: list[int] = []
-    inbox = Inbox(engine, handed_on.extend)
+    timings: list[tuple[float, int]] = []
+    inbox = Inbox(engine, handed_on.extend, on_timing=lambda s, n: timings.append((s, n)))
     inbox.start()
 
     async def attempt() -> list[BaseException | int]:
@@ -90,6 +97,7 @@ def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> No
         inbox.stop()
     assert all(isinstance(r, InboxUnavailable) for r in results)
     assert handed_on == []
+    assert timings == []  # a failed group is not timed as a commit
     engine.dispose()
 
 
