@@ -11,8 +11,10 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from ingest.dispatch import Dispatcher
 from ingest.inbox import Inbox, InboxUnavailable, Received
@@ -98,6 +100,39 @@ def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> No
     assert all(isinstance(r, InboxUnavailable) for r in results)
     assert handed_on == []
     assert timings == []  # a failed group is not timed as a commit
+    engine.dispose()
+
+
+def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
+    database_url: str,
+) -> None:
+    """The writer keeps its connection between groups. If the server drops it (restart, proxy
+    timeout), the next group fails before its COMMIT, so nothing of it was stored: it is written
+    once more on a new connection, and its requests are acknowledged, not refused."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("PostgreSQL only: it terminates the writer's server backend")
+    name = f"inbox-test-{queue_name('w')}"
+    engine = make_engine(url.update_query_dict({"application_name": name})
+                         .render_as_string(hide_password=False))
+    inbox = Inbox(engine, lambda ids: None, writers=1)
+    inbox.start()
+    try:
+        before = asyncio.run(_put_all(inbox, [_item(1)]))
+        admin = make_engine(database_url)
+        with admin.connect() as conn:
+            killed = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = :n"), {"n": name}).scalar_one()
+        admin.dispose()
+        assert killed == 1  # the writer's kept connection, idle between groups
+        after = asyncio.run(_put_all(inbox, [_item(2), _item(3)]))
+    finally:
+        inbox.stop()
+    with engine.connect() as conn:
+        bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
+            Callback.id.in_(before + after))).tuples().all())
+    assert [bodies[i] for i in before + after] == [_item(n).body for n in (1, 2, 3)]
     engine.dispose()
 
 
