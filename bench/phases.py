@@ -59,8 +59,9 @@ def inbox_commits(port: int) -> dict[str, float]:
         text = response.read().decode()
     values: dict[str, float] = {}
     for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        values[name] = float(value) if name else 0.0
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
     commits = values["payhook_inbox_commit_seconds_count"]
     return {"commits": commits,
             "slow_commits": commits - values['payhook_inbox_commit_seconds_bucket{le="0.01"}'],
