@@ -4,10 +4,10 @@ Writer threads own the inserts. Whenever one is free it takes every request queu
 (up to `max_batch`) and commits them in one transaction, so at low load a request waits for
 one commit, and at high load many requests share one. Three writers by default: while one waits
 for its commit to reach the disk, the others already collect and write the next groups, so the
-commit's latency does not cap the rate (with two, the event loop still idled ~10 % of the time at
-saturation, waiting for commits; with three it stays busy). On PostgreSQL a group is one fixed statement (`unnest`
-of one binary array per column, prepared by the driver after a few uses) whatever its size, on
-a connection each writer keeps.
+commit's latency does not cap the rate (with two, the event loop still idled ~10 % of the time
+at saturation, waiting for commits; with three it stays busy). On PostgreSQL a group is one
+fixed statement (`unnest` of one binary array per column, prepared by the driver after a few
+uses) whatever its size, on a connection each writer keeps.
 
 A request's future resolves only after the commit that holds its row; if that commit fails, it
 resolves with `InboxUnavailable` (the route answers 503, so the provider retries). The write
