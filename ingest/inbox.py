@@ -152,7 +152,8 @@ class Inbox:
             self._commits += 1
         _settle(batch, ids, None)
         if self._on_timing is not None:
-            self._on_timing(elapsed, len(ids))
+            with contextlib.suppress(Exception):  # a metric must never stop the writer
+                self._on_timing(elapsed, len(ids))
         try:
             self._on_committed(ids)
         except Exception as exc:  # the sweeper re-enqueues whatever was not handed on
