@@ -140,7 +140,7 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
             "e2e_rate": med([r["rate"] for r in level["e2e"]["payhook"]]),
             # Over all of the level's latency runs: the generator's stalls (requests > 10 ms,
             # 50 ms apart counted once) and the inbox commits that took > 10 ms meanwhile.
-            **{key: sum(r.get(key, 0) for rate in RATES for r in lat[rate])
+            **{key: sum(r[key] for rate in RATES for r in lat[rate])
                for key in ("stalls", "slow_commits", "commits")},
             "latency_runs": sum(len(lat[rate]) for rate in RATES),
         }

@@ -120,25 +120,24 @@ class Lab:
         out_path.unlink(missing_ok=True)
         spec_path.write_text(json.dumps({"host": "127.0.0.1", "port": port,
                                          "requests": str(requests), **spec}))
-        proc = Proc("loadgen", [PYTHON, "-m", "bench.loadgen", str(spec_path), str(out_path)],
-                    self.env, self.workdir, cpu=self.client_cpu if pinned else None)
-        code = proc.popen.wait()
-        proc.stop()
-        if code != 0:
-            raise RuntimeError(f"load generator failed ({code}); see {self.workdir}/loadgen.log")
-        result: dict[str, Any] = json.loads(out_path.read_text())
-        return result
+        return self._run_to_json("loadgen", ["bench.loadgen", str(spec_path)], self.env,
+                                 out_path, cpu=self.client_cpu if pinned else None)
 
     def publish_noop(self, count: int) -> dict[str, Any]:
         """Publish `count` no-op tasks from a separate process, as fast as it can."""
-        out_path = self.workdir / "publish-out.json"
         env = {**self.env, "PAYHOOK_QUEUE": self.noop_queue}
-        proc = Proc("publisher", [PYTHON, "-m", "bench.publish", str(count), str(out_path)],
-                    env, self.workdir)
+        return self._run_to_json("publisher", ["bench.publish", str(count)], env,
+                                 self.workdir / "publish-out.json")
+
+    def _run_to_json(self, name: str, module_args: list[str], env: dict[str, str],
+                     out_path: Path, cpu: int | None = None) -> dict[str, Any]:
+        """Run `python -m MODULE ARGS… OUT_PATH` to completion; the JSON it wrote there."""
+        proc = Proc(name, [PYTHON, "-m", *module_args, str(out_path)], env, self.workdir,
+                    cpu=cpu)
         code = proc.popen.wait()
         proc.stop()
         if code != 0:
-            raise RuntimeError(f"publisher failed ({code}); see {self.workdir}/publisher.log")
+            raise RuntimeError(f"{name} failed ({code}); see {self.workdir}/{name}.log")
         result: dict[str, Any] = json.loads(out_path.read_text())
         return result
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
 from bench import seed
@@ -57,15 +58,12 @@ def inbox_commits(port: int) -> dict[str, float]:
     """The receiver's inbox commit counters so far: commits, those slower than 10 ms, rows."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    commits = values["payhook_inbox_commit_seconds_count"]
+    values = {(sample.name, sample.labels.get("le")): sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples}
+    commits = values[("payhook_inbox_commit_seconds_count", None)]
     return {"commits": commits,
-            "slow_commits": commits - values['payhook_inbox_commit_seconds_bucket{le="0.01"}'],
-            "committed_rows": values["payhook_inbox_group_rows_sum"]}
+            "slow_commits": commits - values[("payhook_inbox_commit_seconds_bucket", "0.01")],
+            "committed_rows": values[("payhook_inbox_group_rows_sum", None)]}
 
 
 @dataclass
