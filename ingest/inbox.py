@@ -7,7 +7,7 @@ for its commit to reach the disk, the others already collect and write the next 
 commit's latency does not cap the rate (with two, the event loop still idled ~10 % of the time
 at saturation, waiting for commits; with three it stays busy). On PostgreSQL a group is one
 fixed statement (`unnest` of one binary array per column, prepared by the driver after a few
-uses) whatever its size, on a connection each writer keeps.
+uses) whatever its size, in autocommit (one round trip), on a connection each writer keeps.
 
 A request's future resolves only after the commit that holds its row; if that commit fails, it
 resolves with `InboxUnavailable` (the route answers 503, so the provider retries). The write
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import structlog
 from sqlalchemy import Engine, insert
 
@@ -174,20 +176,29 @@ class _Writer:
         """Give back what the writer holds (called when its thread ends)."""
 
 
-class _Uncommitted(Exception):
-    """The group failed before its COMMIT was sent: the server stored none of it."""
+class _Refused(Exception):
+    """The server answered the group's statement with an error and the connection is still
+    usable: the statement was rolled back, nothing of the group is stored."""
 
 
 class _PgWriter(_Writer):
-    """One statement and one commit per group, on a psycopg connection the thread keeps between
-    groups (no pool checkout, ping and reset each time), with binary parameters: no text
-    escaping of the bodies.
+    """One statement per group, in autocommit, on a psycopg connection the thread keeps between
+    groups, with binary parameters (no text escaping of the bodies).
+
+    In autocommit the INSERT is its own transaction and its rows come back only once it has
+    committed: one round trip per group. In a transaction it took three (BEGIN, the INSERT,
+    COMMIT), and on this kind of machine a round trip to a local PostgreSQL costs the receiver
+    more CPU than the statement itself.
 
     A kept connection can have died since the last group (the server restarted, a proxy timed it
-    out). If the group fails on it before its COMMIT was sent, nothing was stored, so it is
-    written once more on a fresh connection from the pool, which pings it first. A failure at or
-    after COMMIT is not retried: the outcome is unknown, the requests get 503 and the provider
-    sends them again. A connection that failed is discarded, never reused."""
+    out). A connection the server closed, or that it sent anything to while idle, is readable
+    before we send; it is discarded and the group goes to a fresh connection from the pool (the
+    pool pings it). Once the statement is sent, an error the server answered on a connection
+    that stays usable means the statement was rolled back: the group is written once more on a
+    fresh connection. A connection lost after sending leaves the outcome unknown; it is not
+    retried: the requests get 503 and the provider sends them again (a second copy of a callback
+    that was in fact stored is a duplicate, which the workers recognise). A connection that
+    failed is discarded, never reused."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -204,20 +215,27 @@ class _PgWriter(_Writer):
             [i.body for i in items],
         )
         kept, self._raw = self._raw, None
-        if kept is not None:
-            try:
-                return self._store(kept, columns, len(items))
-            except _Uncommitted as exc:
-                log.warning("inbox_reconnect", error=str(exc.__cause__)[:200])
+        if kept is not None and not _idle_and_open(kept.driver_connection):
+            log.warning("inbox_reconnect", reason="connection closed or unexpected data")
+            _discard(kept)
+            kept = None
         try:
-            return self._store(self._engine.raw_connection(), columns, len(items))
-        except _Uncommitted as exc:
+            return self._store(kept or self._checkout(), columns, len(items))
+        except _Refused as exc:
+            log.warning("inbox_retry", error=str(exc.__cause__)[:200])
+        try:
+            return self._store(self._checkout(), columns, len(items))
+        except _Refused as exc:
             cause = exc.__cause__
             assert cause is not None
             raise cause from None
 
+    def _checkout(self) -> Any:
+        raw: Any = self._engine.raw_connection()
+        raw.driver_connection.autocommit = True
+        return raw
+
     def _store(self, raw: Any, columns: tuple[list[Any], ...], count: int) -> list[int]:
-        committing = False
         try:
             cursor = raw.cursor()
             try:
@@ -225,14 +243,13 @@ class _PgWriter(_Writer):
                 ids = sorted(int(row[0]) for row in cursor.fetchall())
             finally:
                 cursor.close()
-            committing = True
-            raw.commit()
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                raw.invalidate()
-            if committing or not isinstance(exc, Exception):
-                raise
-            raise _Uncommitted from exc
+            refused = isinstance(exc, psycopg.Error) and exc.sqlstate is not None and (
+                _idle_and_open(raw.driver_connection))
+            _discard(raw)
+            if refused:
+                raise _Refused from exc
+            raise
         self._raw = raw
         if len(ids) != count:
             raise RuntimeError(f"inbox insert returned {len(ids)} ids for {count} rows")
@@ -240,9 +257,33 @@ class _PgWriter(_Writer):
 
     def close(self) -> None:
         if self._raw is not None:
-            with contextlib.suppress(Exception):
-                self._raw.close()  # back to the pool
-            self._raw = None
+            raw, self._raw = self._raw, None
+            try:
+                raw.driver_connection.autocommit = False  # as the pool's other users expect
+                raw.close()  # back to the pool
+            except Exception:
+                _discard(raw)
+
+
+def _idle_and_open(conn: psycopg.Connection[Any]) -> bool:
+    """Whether `conn` is open, idle, and has nothing from the server waiting: a server that
+    ended the session (restart, terminate, proxy timeout) leaves the socket readable."""
+    pgconn = conn.pgconn
+    if conn.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+        return False
+    if pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return False
+    return not readable
+
+
+def _discard(raw: Any) -> None:
+    """Close `raw` for good (the pool will open a new connection in its place)."""
+    with contextlib.suppress(Exception):
+        raw.invalidate()
 
 
 class _CoreWriter(_Writer):

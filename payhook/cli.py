@@ -24,9 +24,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # wants the GIL waits up to the switch interval (5 ms by default) for the holder to let go,
     # which shows directly in the ack latency's tail; 1 ms bounds that wait.
     sys.setswitchinterval(0.001)
-    # No pre-ping: it costs a round trip per group commit. After a database restart the first
-    # commit on a dead connection fails, that batch is answered 503, and the provider retries.
-    engine = make_engine(settings.database_url, pool_size=8, pre_ping=False)
+    # Pre-ping on checkout: the inbox writers keep their connections between groups and take a
+    # fresh one only when theirs died, so the ping costs nothing per request.
+    engine = make_engine(settings.database_url, pool_size=8)
     app = create_app(settings, accounts, engine, make_celery(settings))
     app.on_startup.append(_freeze_heap)
     web.run_app(

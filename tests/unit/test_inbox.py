@@ -107,8 +107,8 @@ def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
     database_url: str,
 ) -> None:
     """The writer keeps its connection between groups. If the server drops it (restart, proxy
-    timeout), the next group fails before its COMMIT, so nothing of it was stored: it is written
-    once more on a new connection, and its requests are acknowledged, not refused."""
+    timeout), the writer sees it closed before sending the next group, which goes to a new
+    connection: its requests are acknowledged, not refused."""
     url = make_url(database_url)
     if url.get_backend_name() != "postgresql":
         pytest.skip("PostgreSQL only: it terminates the writer's server backend")
@@ -121,14 +121,60 @@ def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
         before = asyncio.run(_put_all(inbox, [_item(1)]))
         admin = make_engine(database_url)
         with admin.connect() as conn:
+            # Wait (up to 5 s) for the backend to be gone, as after a restart: the writer must
+            # see the dead connection before it sends, whatever the timing.
             killed = conn.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
                 " WHERE application_name = :n"), {"n": name}).scalar_one()
         admin.dispose()
         assert killed == 1  # the writer's kept connection, idle between groups
         after = asyncio.run(_put_all(inbox, [_item(2), _item(3)]))
     finally:
         inbox.stop()
+    with engine.connect() as conn:
+        bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
+            Callback.id.in_(before + after))).tuples().all())
+    assert [bodies[i] for i in before + after] == [_item(n).body for n in (1, 2, 3)]
+    engine.dispose()
+
+
+def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
+    database_url: str,
+) -> None:
+    """An error the server answers (here a trigger that refuses inserts from the writer's
+    backend) rolls the statement back: nothing of the group is stored, so the writer sends it
+    once more on a new connection, and the requests are acknowledged with their own rows."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("PostgreSQL only: a trigger refuses the writer's backend")
+    name = f"inbox-test-{queue_name('r')}"
+    engine = make_engine(url.update_query_dict({"application_name": name})
+                         .render_as_string(hide_password=False))
+    admin = make_engine(database_url)
+    inbox = Inbox(engine, lambda ids: None, writers=1)
+    inbox.start()
+    try:
+        before = asyncio.run(_put_all(inbox, [_item(1)]))
+        with admin.begin() as conn:
+            pid = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
+                               {"n": name}).scalar_one()
+            conn.execute(text(f"""
+                CREATE FUNCTION refuse_{pid}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF pg_backend_pid() = {pid} THEN RAISE EXCEPTION 'refused for the test'; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER refuse_{pid} BEFORE INSERT ON callbacks
+                    FOR EACH ROW EXECUTE FUNCTION refuse_{pid}();"""))
+        try:
+            after = asyncio.run(_put_all(inbox, [_item(2), _item(3)]))
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP TRIGGER refuse_{pid} ON callbacks;"
+                                  f" DROP FUNCTION refuse_{pid}()"))
+    finally:
+        inbox.stop()
+        admin.dispose()
     with engine.connect() as conn:
         bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
             Callback.id.in_(before + after))).tuples().all())
