@@ -66,8 +66,8 @@ def test_pending_after_success_is_stale(stack: Stack) -> None:
     """A pending that arrives after the success leaves the order succeeded (`stale`)."""
     order_no = unique()
     stack.register("opay", order_no, "300.00")
-    stack.wait_final([send(stack, order_no, "succeeded", event_id="T1")])
-    [late] = stack.wait_final([send(stack, order_no, "pending", event_id="T1")])
+    stack.wait_final([send(stack, order_no, "succeeded", event_id=f"T-{order_no}")])
+    [late] = stack.wait_final([send(stack, order_no, "pending", event_id=f"T-{order_no}")])
     assert late["state"] == "stale"
     order = stack.order("opay", order_no)
     assert order is not None
@@ -212,9 +212,9 @@ def test_plain_callback_applies_only_what_the_query_says(stack: Stack) -> None:
     """The unsigned plain shape is a hint: the queried status is what gets applied."""
     order_no = unique()
     stack.register("opay", order_no, "150.00")
-    claimed = stack.world.fields("opay", order_no, "succeeded", "150.00", event_id="P1")
+    claimed = stack.world.fields("opay", order_no, "succeeded", "150.00", event_id=f"P-{order_no}")
     stack.world.publish("opay", stack.world.fields("opay", order_no, "pending", "150.00",
-                                                   event_id="P1"))
+                                                   event_id=f"P-{order_no}"))
     code, _, first = stack.post(stack.world.callback("opay", claimed, plain=True))
     assert code == 200
     assert first is not None

@@ -110,9 +110,9 @@ def test_mtpay_claim_is_checked_against_the_query(stack: Stack) -> None:
     """An MTPay callback claiming SUCCESS while the query says PENDING leaves it pending."""
     order_no = unique()
     stack.register("mtpay", order_no, "100.00")
-    claim = stack.world.fields("mtpay", order_no, "succeeded", "100.00", event_id="MT1")
+    claim = stack.world.fields("mtpay", order_no, "succeeded", "100.00", event_id=f"MT-{order_no}")
     stack.world.publish("mtpay", stack.world.fields("mtpay", order_no, "pending", "100.00",
-                                                    event_id="MT1"))
+                                                    event_id=f"MT-{order_no}"))
     stack.wait_final([post(stack, "mtpay", claim)])
     order = stack.order("mtpay", order_no)
     assert order is not None
