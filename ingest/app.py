@@ -44,8 +44,8 @@ async def receive_callback(request: web.Request) -> web.Response:
     if account is None:
         raise web.HTTPNotFound(text="unknown provider or account")
     metrics = app[METRICS]
-    counters = metrics.for_provider(provider)
-    counters.received.inc()
+    tally = metrics.acks.provider(provider)
+    tally.received += 1
     limit = app[SETTINGS].max_body
     if request.content_length is not None and request.content_length > limit:
         metrics.refused.labels(provider, "413").inc()
@@ -72,13 +72,12 @@ async def receive_callback(request: web.Request) -> web.Response:
         log.error("callback_not_stored", provider=provider, account=account_name, error=str(exc))
         raise web.HTTPServiceUnavailable(text="not stored; retry later") from exc
     ack = account.provider.ack
-    counters.acknowledged.inc()
-    metrics.ack_latency.observe(time.perf_counter() - started)
+    tally.acknowledged += 1
+    metrics.acks.observe(time.perf_counter() - started)
     return web.Response(
         status=ack.status,
         body=ack.body,
-        content_type=ack.content_type,
-        headers={"X-Payhook-Callback-Id": str(callback_id)},
+        headers={"Content-Type": ack.content_type, "X-Payhook-Callback-Id": str(callback_id)},
     )
 
 
