@@ -19,7 +19,7 @@ from ingest.dispatch import Dispatcher
 from ingest.inbox import Inbox, InboxUnavailable, Received
 from ingest.metrics import ReceiverMetrics, StateCollector
 from payhook.accounts import Accounts
-from payhook.broker import make_publisher
+from payhook.broker import AsyncPublisher
 from payhook.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -32,6 +32,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 REDIS = web.AppKey("redis", redis.Redis)
 CELERY = web.AppKey("celery", Celery)
+PUBLISHER = web.AppKey("publisher", AsyncPublisher)
 
 
 async def receive_callback(request: web.Request) -> web.Response:
@@ -125,13 +126,15 @@ def create_app(
         settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=2, socket_connect_timeout=2
     )
     app[CELERY] = celery
-    dispatcher = Dispatcher(make_publisher(settings), max_ids=settings.batch_size)
+    publisher = AsyncPublisher(settings)
+    app[PUBLISHER] = publisher
+    dispatcher = Dispatcher(publisher, max_ids=settings.batch_size)
     app[DISPATCHER] = dispatcher
     app[INBOX] = Inbox(engine, dispatcher.submit, on_timing=app[METRICS].observe_commit)
     app[METRICS].registry.register(
         StateCollector(engine, lambda: app[REDIS], f"{settings.queue}:outcomes")
     )
-    app.cleanup_ctx.append(_run_threads)
+    app.cleanup_ctx.append(_run_inbox)
     app.router.add_post("/callbacks/{provider}", receive_callback)
     app.router.add_post("/callbacks/{provider}/{account}", receive_callback)
     app.router.add_get("/healthz", healthz)
@@ -141,11 +144,13 @@ def create_app(
     return app
 
 
-async def _run_threads(app: web.Application) -> AsyncIterator[None]:
-    """The inbox writer and the dispatcher live as long as the app; on shutdown, drain them."""
-    app[DISPATCHER].start()
-    app[INBOX].start()
+async def _run_inbox(app: web.Application) -> AsyncIterator[None]:
+    """The inbox writers and the dispatcher live on the loop as long as the app; on shutdown,
+    everything queued is committed and published before the connections close."""
+    await app[DISPATCHER].start()
+    await app[INBOX].start()
     yield
-    app[INBOX].stop()
-    app[DISPATCHER].stop()
+    await app[INBOX].stop()
+    await app[DISPATCHER].stop()
+    await app[PUBLISHER].close()
     app[REDIS].close()

@@ -1,4 +1,4 @@
-"""Hands committed callback ids to the workers in batches, off the request path.
+"""Hands committed callback ids to the workers in batches, on the receiver's event loop.
 
 A publish that fails (Redis down, restarting) is logged and dropped: the rows are committed,
 and the sweeper re-enqueues every callback that is not final after its deadline.
@@ -6,15 +6,12 @@ and the sweeper re-enqueues every callback that is not final after its deadline.
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 log = structlog.get_logger(__name__)
-_STOP: list[int] = []
 
 
 class Dispatcher:
@@ -23,56 +20,69 @@ class Dispatcher:
     After the first ids arrive it waits up to `linger_s` for more (unless it already holds a
     full batch): a few milliseconds more before a worker sees a callback, in exchange for fewer,
     fuller tasks, which is cheaper for the receiver, the broker and the workers alike.
+
+    It is a task on the event loop, not a thread: `submit` is called on the loop (by the inbox
+    after each commit, by the API's replay), and a thread would take the GIL back and forth
+    with the loop for every batch.
     """
 
     def __init__(
-        self, publish: Callable[[list[int]], None], max_ids: int = 64, linger_s: float = 0.005
+        self,
+        publish: Callable[[list[int]], Awaitable[None]],
+        max_ids: int = 64,
+        linger_s: float = 0.005,
     ) -> None:
         self._publish = publish
         self._max_ids = max_ids
         self._linger_s = linger_s
-        self._queue: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._pending: list[int] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
         self.tasks = 0
 
-    def start(self) -> None:
-        self._thread.start()
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
-    def stop(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=10)
+    async def stop(self, timeout_s: float = 10) -> None:
+        """Publish what is pending, then end."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout_s)
+            except TimeoutError:
+                log.warning("dispatcher_stop_timeout", pending=len(self._pending))
         log.info("dispatcher_stopped", published=self.published, tasks=self.tasks)
 
     def submit(self, ids: list[int]) -> None:
-        self._queue.put(ids)
+        """Queue `ids` for publishing (on the loop's thread)."""
+        self._pending.extend(ids)
+        if self._wake is not None:
+            self._wake.set()
 
-    def _run(self) -> None:
-        pending: list[int] = []
+    async def _run(self) -> None:
+        assert self._wake is not None
         while True:
-            ids = self._queue.get()
-            if ids is _STOP:
-                break
-            pending.extend(ids)
-            deadline = time.monotonic() + self._linger_s
-            while len(pending) < self._max_ids:
-                wait = deadline - time.monotonic()
-                try:
-                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    self._flush(pending)
+            if not self._pending:
+                if self._stopping:
                     return
-                pending.extend(more)
-            self._flush(pending)
-            pending = []
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._pending) < self._max_ids and not self._stopping:
+                await asyncio.sleep(self._linger_s)
+            ids, self._pending = self._pending, []
+            await self._flush(ids)
 
-    def _flush(self, ids: list[int]) -> None:
+    async def _flush(self, ids: list[int]) -> None:
         for start in range(0, len(ids), self._max_ids):
             chunk = ids[start : start + self._max_ids]
             try:
-                self._publish(chunk)
+                await self._publish(chunk)
                 self.published += len(chunk)
                 self.tasks += 1
             except Exception as exc:  # broker trouble: the sweeper owns recovery

@@ -1,27 +1,30 @@
 """The durable inbox: group commit of received callbacks, acknowledged only after their commit.
 
-Writer threads own the inserts. Whenever one is free it takes every request queued so far
-(up to `max_batch`) and commits them in one transaction, so at low load a request waits for
-one commit, and at high load many requests share one. Three writers by default: while one waits
-for its commit to reach the disk, the others already collect and write the next groups, so the
-commit's latency does not cap the rate (with two, the event loop still idled ~10 % of the time
-at saturation, waiting for commits; with three it stays busy). On PostgreSQL a group is one
-fixed statement (`unnest` of one binary array per column, prepared by the driver after a few
-uses) whatever its size, in autocommit (one round trip), on a connection each writer keeps.
+Writer tasks on the receiver's event loop own the inserts. Whenever one is free it takes every
+request queued so far (up to `max_batch`) and commits them together, so at low load a request
+waits for one commit, and at high load many requests share one. On PostgreSQL there are three
+writers, each with its own asynchronous connection: while one waits for its commit to reach
+the disk, the others already write the next groups, so the commit's latency does not cap the
+rate. A group is one fixed statement (`unnest` of one binary array per column, prepared by the
+driver after a few uses) whatever its size, in autocommit: one round trip.
+
+Why tasks and not threads: the ack path is the event loop's core. Writer threads took the GIL
+from the loop and gave it back several times per group (the wake-up, each wait on the
+database, handing the result back), one context switch per acknowledged request on average;
+on the loop, a wait on the database is just another socket in its selector. SQLite has no
+asynchronous driver: there, one writer task runs each group's insert in a worker thread.
 
 A request's future resolves only after the commit that holds its row; if that commit fails, it
-resolves with `InboxUnavailable` (the route answers 503, so the provider retries). The write
-happens in a writer thread whatever becomes of the request's handler, so a provider hanging up
-mid-request cannot undo it.
+resolves with `InboxUnavailable` (the route answers 503, so the provider retries). Once queued,
+a request is written whatever becomes of its handler, so a provider hanging up mid-request
+cannot undo it; `stop` writes everything still queued before it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import select
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -35,7 +38,6 @@ from ledger.models import Callback, Stamp
 
 log = structlog.get_logger(__name__)
 _TABLE: Any = Callback.__table__
-_STOP = object()
 # One statement text for every group size. The ids come from the table's sequence in the order
 # the SELECT yields the rows (ORDER BY the array position), so ascending ids match the group.
 _PG_INSERT = (
@@ -63,12 +65,14 @@ class Received(NamedTuple):
     body: bytes
 
 
-_Item = tuple[Received, "asyncio.Future[int]", asyncio.AbstractEventLoop]
+_Item = tuple[Received, "asyncio.Future[int]"]
 
 
 class Inbox:
-    """Group-committing writer; `on_committed(ids)` runs in the writer thread after each commit,
-    and `on_timing(seconds, rows)` with how long that group's write and commit took."""
+    """Group-committing writer tasks; `on_committed(ids)` runs on the loop after each commit,
+    and `on_timing(seconds, rows)` with how long that group's write and commit took.
+
+    `start`, `put` and `stop` are called on one running event loop."""
 
     def __init__(
         self,
@@ -82,76 +86,82 @@ class Inbox:
         self._on_committed = on_committed
         self._on_timing = on_timing
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        # SQLite has one writer at a time whatever we do: a second thread would only wait.
-        count = 1 if engine.dialect.name == "sqlite" else max(1, writers)
-        self._threads = [
-            threading.Thread(target=self._run, name=f"inbox-writer-{n}", daemon=True)
-            for n in range(count)
+        postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time whatever we do: a second one would only wait.
+        self._writers = max(1, writers) if postgres else 1
+        self._store: Callable[[], _Store] = (
+            (lambda: _PgStore(engine)) if postgres else (lambda: _ThreadStore(engine))
+        )
+        self._pending: list[_Item] = []
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.commits = 0
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(self._store()), name=f"inbox-writer-{n}")
+            for n in range(self._writers)
         ]
-        self._writer = _PgWriter if engine.dialect.name == "postgresql" else _CoreWriter
-        self._commits = 0
-        self._count_lock = threading.Lock()
 
-    @property
-    def commits(self) -> int:
-        return self._commits
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        """Commit what is queued, then end the writer threads."""
-        for _ in self._threads:
-            self._queue.put(_STOP)
-        for thread in self._threads:
-            thread.join(timeout=30)
+    async def stop(self, timeout_s: float = 30) -> None:
+        """Commit what is queued, then end the writers."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.error("inbox_stop_timeout", pending=len(self._pending))
 
     async def put(self, item: Received) -> int:
         """Store `item`; the callback id once its row is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        self._queue.put((item, future, loop))
+        if self._wake is None or self._stopping:
+            raise InboxUnavailable("inbox not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wake.set()
         # Once queued, the row is written whatever becomes of this handler: if it is cancelled
         # (the provider hung up), the future is cancelled and the writer skips resolving it.
         return await future
 
-    def _run(self) -> None:
-        writer = self._writer(self._engine)
-        stopping = False
+    async def _run(self, store: _Store) -> None:
+        assert self._wake is not None
         try:
-            while not stopping:
-                first = self._queue.get()
-                if first is _STOP:
-                    break
-                batch: list[_Item] = [first]  # type: ignore[list-item]
-                while len(batch) < self._max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stopping = True
-                        break
-                    batch.append(nxt)  # type: ignore[arg-type]
-                self._commit(writer, batch)
+            while True:
+                if not self._pending:
+                    if self._stopping:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._commit(store, batch)
         finally:
-            writer.close()
+            await store.close()
 
-    def _commit(self, writer: _Writer, batch: list[_Item]) -> None:
-        items = [r for r, _, _ in batch]
+    async def _commit(self, store: _Store, batch: list[_Item]) -> None:
+        items = [r for r, _ in batch]
         started = time.perf_counter()
         try:
-            ids = writer.insert(items)
+            ids = await store.insert(items)
         except Exception as exc:  # any failure to commit means: not stored, say 503
             log.error("inbox_commit_failed", error=str(exc)[:200], batch=len(batch))
-            _settle(batch, None, InboxUnavailable(type(exc).__name__))
+            error = InboxUnavailable(type(exc).__name__)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
             return
         elapsed = time.perf_counter() - started
-        with self._count_lock:
-            self._commits += 1
-        _settle(batch, ids, None)
+        self.commits += 1
+        for (_, future), callback_id in zip(batch, ids, strict=True):
+            if not future.done():
+                future.set_result(callback_id)
         if self._on_timing is not None:
             with contextlib.suppress(Exception):  # a metric must never stop the writer
                 self._on_timing(elapsed, len(ids))
@@ -161,18 +171,15 @@ class Inbox:
             log.warning("inbox_dispatch_failed", error=str(exc)[:200], ids=len(ids))
 
 
-class _Writer:
-    """How one writer thread stores a group: `insert(items)` commits them and returns their ids
-    in the group's order, or raises (nothing of the group is stored)."""
+class _Store:
+    """How one writer stores a group: `insert(items)` commits them and returns their ids in the
+    group's order, or raises (nothing of the group is stored, or the outcome is unknown)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def insert(self, items: list[Received]) -> list[int]:
+    async def insert(self, items: list[Received]) -> list[int]:
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Give back what the writer holds (called when its thread ends)."""
+    async def close(self) -> None:
+        """Give back what the writer holds (called when it ends)."""
 
 
 class _Refused(Exception):
@@ -180,9 +187,9 @@ class _Refused(Exception):
     usable: the statement was rolled back, nothing of the group is stored."""
 
 
-class _PgWriter(_Writer):
-    """One statement per group, in autocommit, on a psycopg connection the thread keeps between
-    groups, with binary parameters (no text escaping of the bodies).
+class _PgStore(_Store):
+    """One statement per group, in autocommit, on an asynchronous psycopg connection the writer
+    keeps between groups, with binary parameters (no text escaping of the bodies).
 
     In autocommit the INSERT is its own transaction and its rows come back only once it has
     committed: one round trip per group. In a transaction it took three (BEGIN, the INSERT,
@@ -191,80 +198,80 @@ class _PgWriter(_Writer):
 
     A kept connection can have died since the last group (the server restarted, a proxy timed it
     out). A connection the server closed, or that it sent anything to while idle, is readable
-    before we send; it is discarded and the group goes to a fresh connection from the pool (the
-    pool pings it). Once the statement is sent, an error the server answered on a connection
-    that stays usable means the statement was rolled back: the group is written once more on a
-    fresh connection. A connection lost after sending leaves the outcome unknown; it is not
-    retried: the requests get 503 and the provider sends them again (a second copy of a callback
-    that was in fact stored is a duplicate, which the workers recognise). A connection that
-    failed is discarded, never reused."""
+    before we send; it is discarded and the group goes to a new connection. Once the statement
+    is sent, an error the server answered on a connection that stays usable means the statement
+    was rolled back: the group is written once more on a new connection. A connection lost
+    after sending leaves the outcome unknown; it is not retried: the requests get 503 and the
+    provider sends them again (a second copy of a callback that was in fact stored is a
+    duplicate, which the workers recognise). A connection that failed is closed, never reused."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self._raw: Any = None
+        self._dialect = engine.dialect
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self._conn: psycopg.AsyncConnection[Any] | None = None
 
-    def insert(self, items: list[Received]) -> list[int]:
+    async def insert(self, items: list[Received]) -> list[int]:
         columns = (
             [i.provider for i in items],
             [i.account for i in items],
             # The column type's own check: aware UTC only, a naive time is refused.
-            [Stamp.process_bind_param(i.received_at, self._engine.dialect) for i in items],
+            [Stamp.process_bind_param(i.received_at, self._dialect) for i in items],
             [i.remote_addr for i in items],
             [i.headers for i in items],
             [i.body for i in items],
         )
-        kept, self._raw = self._raw, None
-        if kept is not None and not _idle_and_open(kept.driver_connection):
+        kept, self._conn = self._conn, None
+        if kept is not None and not _idle_and_open(kept):
             log.warning("inbox_reconnect", reason="connection closed or unexpected data")
-            _discard(kept)
+            await _discard(kept)
             kept = None
         try:
-            return self._store(kept or self._checkout(), columns, len(items))
+            return await self._store(kept or await self._connect(), columns, len(items))
         except _Refused as exc:
             log.warning("inbox_retry", error=str(exc.__cause__)[:200])
         try:
-            return self._store(self._checkout(), columns, len(items))
+            return await self._store(await self._connect(), columns, len(items))
         except _Refused as exc:
             cause = exc.__cause__
             assert cause is not None
             raise cause from None
 
-    def _checkout(self) -> Any:
-        raw: Any = self._engine.raw_connection()
-        raw.driver_connection.autocommit = True
-        return raw
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=10
+        )
 
-    def _store(self, raw: Any, columns: tuple[list[Any], ...], count: int) -> list[int]:
+    async def _store(
+        self, conn: psycopg.AsyncConnection[Any], columns: tuple[list[Any], ...], count: int
+    ) -> list[int]:
         try:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(_PG_INSERT, columns)
-                ids = sorted(int(row[0]) for row in cursor.fetchall())
-            finally:
-                cursor.close()
+            async with conn.cursor() as cursor:
+                await cursor.execute(_PG_INSERT, columns)
+                ids = sorted(int(row[0]) for row in await cursor.fetchall())
         except BaseException as exc:
-            refused = isinstance(exc, psycopg.Error) and exc.sqlstate is not None and (
-                _idle_and_open(raw.driver_connection))
-            _discard(raw)
+            refused = (
+                isinstance(exc, psycopg.Error)
+                and exc.sqlstate is not None
+                and _idle_and_open(conn)
+            )
+            await _discard(conn)
             if refused:
                 raise _Refused from exc
             raise
-        self._raw = raw
+        self._conn = conn
         if len(ids) != count:
             raise RuntimeError(f"inbox insert returned {len(ids)} ids for {count} rows")
         return ids
 
-    def close(self) -> None:
-        if self._raw is not None:
-            raw, self._raw = self._raw, None
-            try:
-                raw.driver_connection.autocommit = False  # as the pool's other users expect
-                raw.close()  # back to the pool
-            except Exception:
-                _discard(raw)
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await _discard(conn)
 
 
-def _idle_and_open(conn: psycopg.Connection[Any]) -> bool:
+def _idle_and_open(conn: psycopg.AsyncConnection[Any]) -> bool:
     """Whether `conn` is open, idle, and has nothing from the server waiting: a server that
     ended the session (restart, terminate, proxy timeout) leaves the socket readable."""
     pgconn = conn.pgconn
@@ -279,16 +286,22 @@ def _idle_and_open(conn: psycopg.Connection[Any]) -> bool:
     return not readable
 
 
-def _discard(raw: Any) -> None:
-    """Close `raw` for good (the pool will open a new connection in its place)."""
+async def _discard(conn: psycopg.AsyncConnection[Any]) -> None:
     with contextlib.suppress(Exception):
-        raw.invalidate()
+        await conn.close()
 
 
-class _CoreWriter(_Writer):
-    """SQLite (and any other dialect): SQLAlchemy Core's multi-row insert, one transaction."""
+class _ThreadStore(_Store):
+    """SQLite (and any other dialect): SQLAlchemy Core's multi-row insert in one transaction,
+    run in a worker thread (there is no asynchronous driver to wait on)."""
 
-    def insert(self, items: list[Received]) -> list[int]:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def insert(self, items: list[Received]) -> list[int]:
+        return await asyncio.to_thread(self._insert, items)
+
+    def _insert(self, items: list[Received]) -> list[int]:
         rows = [
             {
                 "provider": r.provider,
@@ -305,22 +318,3 @@ class _CoreWriter(_Writer):
         stmt = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
         with self._engine.begin() as conn:
             return [int(i) for i in conn.execute(stmt, rows).scalars()]
-
-
-def _settle(batch: list[_Item], ids: list[int] | None, error: Exception | None) -> None:
-    """Resolve each request's future on its own event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | None]]] = {}
-    for index, (_, future, loop) in enumerate(batch):
-        by_loop.setdefault(loop, []).append((future, None if ids is None else ids[index]))
-    for loop, pairs in by_loop.items():
-        loop.call_soon_threadsafe(_resolve, pairs, error)
-
-
-def _resolve(pairs: list[tuple[asyncio.Future[int], int | None]], error: Exception | None) -> None:
-    for future, callback_id in pairs:
-        if future.done():
-            continue
-        if error is not None or callback_id is None:
-            future.set_exception(error or InboxUnavailable("no id"))
-        else:
-            future.set_result(callback_id)

@@ -35,7 +35,7 @@ class ReceiverMetrics:
     kept in `AckTally`, plain numbers changed only on the event loop's thread: prometheus_client's
     Counter and Histogram take a lock per change, ~3 us per request together on this machine, on
     the one thread every ack goes through. The rest (refusals, per-group inbox timings from the
-    writer threads) uses prometheus_client's own types."""
+    writers) uses prometheus_client's own types."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
+import redis.asyncio
 from celery import Celery
 
 from payhook.settings import Settings
@@ -62,9 +63,9 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-class Publisher:
-    """Sends `payhook.process_callbacks(ids)` by pushing the task message onto the queue's Redis
-    list itself: Celery's message protocol v2, laid out exactly as kombu's Redis transport
+class TaskMessages:
+    """Builds `payhook.process_callbacks(ids)` task messages for pushing onto the queue's Redis
+    list directly: Celery's message protocol v2, laid out exactly as kombu's Redis transport
     stores it (anonymous exchange, routing key = queue, priority 0 = the queue's own list), so
     any Celery worker and Flower read it like one sent by `send_task`.
 
@@ -75,17 +76,9 @@ class Publisher:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._client = redis.Redis.from_url(
-            _redis_url(settings),
-            socket_timeout=settings.publish_timeout_s,
-            socket_connect_timeout=settings.publish_timeout_s,
-        )
         self.queue = settings.queue
         self._reply_to = str(uuid.uuid4())
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
-
-    def __call__(self, ids: list[int]) -> None:
-        self._client.lpush(self.queue, self.message(ids))
 
     def message(self, ids: list[int]) -> bytes:
         """The stored form of one `process_callbacks(ids)` task message."""
@@ -114,8 +107,41 @@ class Publisher:
         }
         return json.dumps(message).encode()
 
+
+class Publisher(TaskMessages):
+    """Publishes task messages from blocking code (the CLI's replay)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client = redis.Redis.from_url(
+            _redis_url(settings),
+            socket_timeout=settings.publish_timeout_s,
+            socket_connect_timeout=settings.publish_timeout_s,
+        )
+
+    def __call__(self, ids: list[int]) -> None:
+        self._client.lpush(self.queue, self.message(ids))
+
     def close(self) -> None:
         self._client.close()
+
+
+class AsyncPublisher(TaskMessages):
+    """Publishes task messages from the receiver's event loop (its dispatcher)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client = redis.asyncio.Redis.from_url(
+            _redis_url(settings),
+            socket_timeout=settings.publish_timeout_s,
+            socket_connect_timeout=settings.publish_timeout_s,
+        )
+
+    async def __call__(self, ids: list[int]) -> None:
+        await self._client.lpush(self.queue, self.message(ids))  # type: ignore[misc]
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

@@ -20,12 +20,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from payhook.broker import make_celery
 
     accounts = load_accounts(settings.config)
-    # The event loop shares the GIL with the inbox writers and the dispatcher. A thread that
-    # wants the GIL waits up to the switch interval (5 ms by default) for the holder to let go,
-    # which shows directly in the ack latency's tail; 1 ms bounds that wait.
+    # The event loop shares the GIL with the threads it hands blocking work to (SQLite's inbox
+    # writes, the API's queries). A thread that wants the GIL waits up to the switch interval
+    # (5 ms by default) for the holder to let go, which shows in the ack latency's tail; 1 ms
+    # bounds that wait. (On PostgreSQL the inbox and the dispatcher are on the loop itself.)
     sys.setswitchinterval(0.001)
-    # Pre-ping on checkout: the inbox writers keep their connections between groups and take a
-    # fresh one only when theirs died, so the ping costs nothing per request.
+    # Pre-ping on checkout: the pool serves the API, /readyz and /metrics; the inbox writers hold
+    # connections of their own, so the ping costs nothing per callback.
     engine = make_engine(settings.database_url, pool_size=8)
     app = create_app(settings, accounts, engine, make_celery(settings))
     app.on_startup.append(_freeze_heap)

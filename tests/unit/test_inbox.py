@@ -8,8 +8,10 @@ import asyncio
 import base64
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -20,9 +22,11 @@ from ingest.dispatch import Dispatcher
 from ingest.inbox import Inbox, InboxUnavailable, Received
 from ledger.db import make_engine
 from ledger.models import Callback
-from payhook.broker import PROCESS_TASK, Publisher, make_celery
+from payhook.broker import PROCESS_TASK, AsyncPublisher, Publisher, make_celery
 from payhook.settings import Settings
 from tests.conftest import queue_name
+
+T = TypeVar("T")
 
 
 def _item(n: int) -> Received:
@@ -40,6 +44,19 @@ async def _put_all(inbox: Inbox, items: list[Received]) -> list[int]:
     return list(await asyncio.gather(*(inbox.put(i) for i in items)))
 
 
+def _with_inbox(inbox: Inbox, scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run `scenario` on a loop where `inbox` is started, and stopped (drained) after it."""
+
+    async def run() -> T:
+        await inbox.start()
+        try:
+            return await scenario()
+        finally:
+            await inbox.stop()
+
+    return asyncio.run(run())
+
+
 def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
     """300 concurrent requests, grouped into commits by two writers: every id is distinct and
     names the row holding that request's exact bytes."""
@@ -54,12 +71,8 @@ def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
             committed.extend(ids)
 
     inbox = Inbox(engine, on_committed, on_timing=lambda s, n: timings.append((s, n)))
-    inbox.start()
     items = [_item(n) for n in range(300)]
-    try:
-        ids = asyncio.run(_put_all(inbox, items))
-    finally:
-        inbox.stop()
+    ids = _with_inbox(inbox, lambda: _put_all(inbox, items))
     assert len(set(ids)) == len(items)
     assert sorted(committed) == sorted(ids)
     assert inbox.commits < len(items)  # grouped, not one commit per request
@@ -87,16 +100,12 @@ def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> No
     handed_on: list[int] = []
     timings: list[tuple[float, int]] = []
     inbox = Inbox(engine, handed_on.extend, on_timing=lambda s, n: timings.append((s, n)))
-    inbox.start()
 
     async def attempt() -> list[BaseException | int]:
         return await asyncio.gather(*(inbox.put(_item(n)) for n in range(5)),
                                     return_exceptions=True)
 
-    try:
-        results = asyncio.run(attempt())
-    finally:
-        inbox.stop()
+    results = _with_inbox(inbox, attempt)
     assert all(isinstance(r, InboxUnavailable) for r in results)
     assert handed_on == []
     assert timings == []  # a failed group is not timed as a commit
@@ -116,9 +125,8 @@ def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
     engine = make_engine(url.update_query_dict({"application_name": name})
                          .render_as_string(hide_password=False))
     inbox = Inbox(engine, lambda ids: None, writers=1)
-    inbox.start()
-    try:
-        before = asyncio.run(_put_all(inbox, [_item(1)]))
+
+    def kill() -> int:
         admin = make_engine(database_url)
         with admin.connect() as conn:
             # Wait (up to 5 s) for the backend to be gone, as after a restart: the writer must
@@ -127,10 +135,15 @@ def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
                 "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
                 " WHERE application_name = :n"), {"n": name}).scalar_one()
         admin.dispose()
-        assert killed == 1  # the writer's kept connection, idle between groups
-        after = asyncio.run(_put_all(inbox, [_item(2), _item(3)]))
-    finally:
-        inbox.stop()
+        return int(killed)
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        before = await _put_all(inbox, [_item(1)])
+        killed = await asyncio.to_thread(kill)
+        return before, killed, await _put_all(inbox, [_item(2), _item(3)])
+
+    before, killed, after = _with_inbox(inbox, scenario)
+    assert killed == 1  # the writer's kept connection, idle between groups
     with engine.connect() as conn:
         bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
             Callback.id.in_(before + after))).tuples().all())
@@ -152,12 +165,12 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
                          .render_as_string(hide_password=False))
     admin = make_engine(database_url)
     inbox = Inbox(engine, lambda ids: None, writers=1)
-    inbox.start()
-    try:
-        before = asyncio.run(_put_all(inbox, [_item(1)]))
+
+    def refuse() -> int:
         with admin.begin() as conn:
-            pid = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
-                               {"n": name}).scalar_one()
+            pid = int(conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = :n"),
+                {"n": name}).scalar_one())
             conn.execute(text(f"""
                 CREATE FUNCTION refuse_{pid}() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
@@ -166,14 +179,24 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
                 END $$;
                 CREATE TRIGGER refuse_{pid} BEFORE INSERT ON callbacks
                     FOR EACH ROW EXECUTE FUNCTION refuse_{pid}();"""))
+        return pid
+
+    def allow(pid: int) -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER refuse_{pid} ON callbacks;"
+                              f" DROP FUNCTION refuse_{pid}()"))
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        before = await _put_all(inbox, [_item(1)])
+        pid = await asyncio.to_thread(refuse)
         try:
-            after = asyncio.run(_put_all(inbox, [_item(2), _item(3)]))
+            return before, await _put_all(inbox, [_item(2), _item(3)])
         finally:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP TRIGGER refuse_{pid} ON callbacks;"
-                                  f" DROP FUNCTION refuse_{pid}()"))
+            await asyncio.to_thread(allow, pid)
+
+    try:
+        before, after = _with_inbox(inbox, scenario)
     finally:
-        inbox.stop()
         admin.dispose()
     with engine.connect() as conn:
         bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
@@ -217,13 +240,17 @@ def test_the_publisher_writes_the_message_send_task_writes(redis_url: str) -> No
 
 def test_the_dispatcher_merges_small_hand_offs_into_one_task(redis_url: str) -> None:
     queue = queue_name("payhook-disp")
-    publisher = Publisher(_settings(redis_url, queue))
+    publisher = AsyncPublisher(_settings(redis_url, queue))
     dispatcher = Dispatcher(publisher, max_ids=64, linger_s=0.2)
-    dispatcher.start()
-    for n in range(10):
-        dispatcher.submit([n * 2, n * 2 + 1])
-    dispatcher.stop()
-    publisher.close()
+
+    async def scenario() -> None:
+        await dispatcher.start()
+        for n in range(10):
+            dispatcher.submit([n * 2, n * 2 + 1])
+        await dispatcher.stop()
+        await publisher.close()
+
+    asyncio.run(scenario())
     client = redis.Redis.from_url(redis_url)
     messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
     client.close()
@@ -235,10 +262,15 @@ def test_the_dispatcher_merges_small_hand_offs_into_one_task(redis_url: str) -> 
 
 def test_a_failed_publish_is_logged_not_raised() -> None:
     """Redis unreachable: the ids stay committed for the sweeper; the dispatcher carries on."""
-    publisher = Publisher(Settings(redis_url="redis://127.0.0.1:1/0", queue="nowhere",
-                                   publish_timeout_s=0.2))
+    publisher = AsyncPublisher(Settings(redis_url="redis://127.0.0.1:1/0", queue="nowhere",
+                                        publish_timeout_s=0.2))
     dispatcher = Dispatcher(publisher, max_ids=64, linger_s=0.0)
-    dispatcher.start()
-    dispatcher.submit([1, 2, 3])
-    dispatcher.stop()
+
+    async def scenario() -> None:
+        await dispatcher.start()
+        dispatcher.submit([1, 2, 3])
+        await dispatcher.stop()
+        await publisher.close()
+
+    asyncio.run(scenario())
     assert (dispatcher.published, dispatcher.tasks) == (0, 0)
