@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from ingest.backlog import Backlog
+
 log = structlog.get_logger(__name__)
 
 
@@ -35,48 +37,34 @@ class Dispatcher:
         self._publish = publish
         self._max_ids = max_ids
         self._linger_s = linger_s
-        self._pending: list[int] = []
-        self._wake: asyncio.Event | None = None
+        self._backlog: Backlog[int] = Backlog()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.published = 0
         self.tasks = 0
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
     async def stop(self, timeout_s: float = 10) -> None:
         """Publish what is pending, then end."""
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self._backlog.close()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout_s)
             except TimeoutError:
-                log.warning("dispatcher_stop_timeout", pending=len(self._pending))
+                log.warning("dispatcher_stop_timeout", pending=len(self._backlog.items))
         log.info("dispatcher_stopped", published=self.published, tasks=self.tasks)
 
     def submit(self, ids: list[int]) -> None:
         """Queue `ids` for publishing (on the loop's thread)."""
-        self._pending.extend(ids)
-        if self._wake is not None:
-            self._wake.set()
+        self._backlog.extend(ids)
 
     async def _run(self) -> None:
-        assert self._wake is not None
-        while True:
-            if not self._pending:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if len(self._pending) < self._max_ids and not self._stopping:
+        backlog = self._backlog
+        while await backlog.ready():
+            if len(backlog.items) < self._max_ids and not backlog.closed:
                 await asyncio.sleep(self._linger_s)
-            ids, self._pending = self._pending, []
-            await self._flush(ids)
+            await self._flush(backlog.take(len(backlog.items)))
 
     async def _flush(self, ids: list[int]) -> None:
         for start in range(0, len(ids), self._max_ids):

@@ -34,6 +34,7 @@ import psycopg
 import structlog
 from sqlalchemy import Engine, insert
 
+from ingest.backlog import Backlog
 from ledger.models import Callback, Stamp
 
 log = structlog.get_logger(__name__)
@@ -92,14 +93,11 @@ class Inbox:
         self._store: Callable[[], _Store] = (
             (lambda: _PgStore(engine)) if postgres else (lambda: _ThreadStore(engine))
         )
-        self._pending: list[_Item] = []
-        self._wake: asyncio.Event | None = None
+        self._backlog: Backlog[_Item] = Backlog()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self.commits = 0
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run(self._store()), name=f"inbox-writer-{n}")
@@ -108,40 +106,28 @@ class Inbox:
 
     async def stop(self, timeout_s: float = 30) -> None:
         """Commit what is queued, then end the writers."""
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self._backlog.close()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=timeout_s)
             for task in late:
                 task.cancel()
             if late:
-                log.error("inbox_stop_timeout", pending=len(self._pending))
+                log.error("inbox_stop_timeout", pending=len(self._backlog.items))
 
     async def put(self, item: Received) -> int:
         """Store `item`; the callback id once its row is committed."""
-        if self._wake is None or self._stopping:
+        if not self._tasks or self._backlog.closed:
             raise InboxUnavailable("inbox not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._wake.set()
+        self._backlog.extend([(item, future)])
         # Once queued, the row is written whatever becomes of this handler: if it is cancelled
         # (the provider hung up), the future is cancelled and the writer skips resolving it.
         return await future
 
     async def _run(self, store: _Store) -> None:
-        assert self._wake is not None
         try:
-            while True:
-                if not self._pending:
-                    if self._stopping:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._commit(store, batch)
+            while await self._backlog.ready():
+                await self._commit(store, self._backlog.take(self._max_batch))
         finally:
             await store.close()
 
