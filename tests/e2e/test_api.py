@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_request import Request
 
 from ingest.app import create_app
 from ledger.db import make_engine
@@ -51,24 +54,35 @@ def test_api_requires_the_bearer_token(stack: Stack) -> None:
     assert exchange("GET", stack.url + "/api/callbacks", headers=headers)[0] == 401
 
 
+@contextlib.asynccontextmanager
+async def _own_receiver(
+    stack: Stack, database_url: str, redis_url: str, token: str | None,
+) -> AsyncIterator[tuple[web.Application, TestClient[Request, web.Application]]]:
+    """A receiver of the test's own (its API token as given) and a client for it."""
+    settings = Settings(database_url=database_url, redis_url=redis_url, api_token=token,
+                        queue=queue_name("payhook-api"))
+    engine = make_engine(database_url)
+    app = create_app(settings, load_accounts(stack.workdir / "payhook.toml"), engine,
+                     make_celery(settings))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            yield app, client
+    finally:
+        engine.dispose()
+
+
 def test_api_is_closed_without_a_configured_token(
-    stack: Stack, database_url: str, redis_url: str, tmp_path: Path,
+    stack: Stack, database_url: str, redis_url: str,
 ) -> None:
     """With no PAYHOOK_API_TOKEN the API answers 503, never open; callbacks still work."""
-    settings = Settings(database_url=database_url, redis_url=redis_url, api_token=None,
-                        queue=queue_name("payhook-api"))
-    accounts = load_accounts(stack.workdir / "payhook.toml")
 
     async def run() -> tuple[int, int]:
-        engine = make_engine(database_url)
-        app = create_app(settings, accounts, engine, make_celery(settings))
-        async with TestClient(TestServer(app)) as client:
+        async with _own_receiver(stack, database_url, redis_url, None) as (_, client):
             api = (await client.get("/api/callbacks")).status
             request = stack.world.callback(
                 "otgpay", stack.world.fields("otgpay", unique(), "succeeded", "1.00"))
             cb = (await client.post(request.url, data=request.body,
                                     headers=dict(request.headers))).status
-        engine.dispose()
         return api, cb
 
     assert asyncio.run(run()) == (503, 200)
@@ -81,15 +95,10 @@ def test_every_api_route_is_guarded(
     """Each /api route, whatever its method, refuses a request without the right token: 503
     with no token configured, 401 with one (the guard is per route, so a new route that
     skipped it would show here)."""
-    settings = Settings(database_url=database_url, redis_url=redis_url, api_token=token,
-                        queue=queue_name("payhook-api"))
-    accounts = load_accounts(stack.workdir / "payhook.toml")
 
     async def run() -> dict[str, int]:
-        engine = make_engine(database_url)
-        app = create_app(settings, accounts, engine, make_celery(settings))
         answers: dict[str, int] = {}
-        async with TestClient(TestServer(app)) as client:
+        async with _own_receiver(stack, database_url, redis_url, token) as (app, client):
             for route in app.router.routes():
                 path = route.resource.canonical if route.resource is not None else ""
                 if not path.startswith("/api/") or route.method == "HEAD":
@@ -98,7 +107,6 @@ def test_every_api_route_is_guarded(
                 reply = await client.request(route.method, url,
                                              headers={"Authorization": "Bearer wrong"})
                 answers[f"{route.method} {path}"] = reply.status
-        engine.dispose()
         return answers
 
     answers = asyncio.run(run())

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
 from ingest.dispatch import Dispatcher
@@ -112,18 +112,33 @@ def test_a_failed_commit_answers_every_request_unavailable(tmp_path: Path) -> No
     engine.dispose()
 
 
+def _named_pg_engine(database_url: str, why: str) -> tuple[Engine, str]:
+    """An engine whose connections carry an application name of their own (so the test can
+    find the writer's backend); skips the test off PostgreSQL, saying `why` it needs it."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip(f"PostgreSQL only: {why}")
+    name = f"inbox-test-{queue_name('w')}"
+    engine = make_engine(url.update_query_dict({"application_name": name})
+                         .render_as_string(hide_password=False))
+    return engine, name
+
+
+def _bodies(engine: Engine, ids: list[int]) -> list[bytes]:
+    """The stored body of each callback id, in order."""
+    with engine.connect() as conn:
+        bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
+            Callback.id.in_(ids))).tuples().all())
+    return [bodies[i] for i in ids]
+
+
 def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
     database_url: str,
 ) -> None:
     """The writer keeps its connection between groups. If the server drops it (restart, proxy
     timeout), the writer sees it closed before sending the next group, which goes to a new
     connection: its requests are acknowledged, not refused."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("PostgreSQL only: it terminates the writer's server backend")
-    name = f"inbox-test-{queue_name('w')}"
-    engine = make_engine(url.update_query_dict({"application_name": name})
-                         .render_as_string(hide_password=False))
+    engine, name = _named_pg_engine(database_url, "it terminates the writer's server backend")
     inbox = Inbox(engine, lambda ids: None, writers=1)
 
     def kill() -> int:
@@ -144,10 +159,7 @@ def test_a_writer_whose_connection_died_stores_the_next_group_on_a_fresh_one(
 
     before, killed, after = _with_inbox(inbox, scenario)
     assert killed == 1  # the writer's kept connection, idle between groups
-    with engine.connect() as conn:
-        bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
-            Callback.id.in_(before + after))).tuples().all())
-    assert [bodies[i] for i in before + after] == [_item(n).body for n in (1, 2, 3)]
+    assert _bodies(engine, before + after) == [_item(n).body for n in (1, 2, 3)]
     engine.dispose()
 
 
@@ -157,12 +169,7 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
     """An error the server answers (here a trigger that refuses inserts from the writer's
     backend) rolls the statement back: nothing of the group is stored, so the writer sends it
     once more on a new connection, and the requests are acknowledged with their own rows."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("PostgreSQL only: a trigger refuses the writer's backend")
-    name = f"inbox-test-{queue_name('r')}"
-    engine = make_engine(url.update_query_dict({"application_name": name})
-                         .render_as_string(hide_password=False))
+    engine, name = _named_pg_engine(database_url, "a trigger refuses the writer's backend")
     admin = make_engine(database_url)
     inbox = Inbox(engine, lambda ids: None, writers=1)
 
@@ -198,10 +205,7 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
         before, after = _with_inbox(inbox, scenario)
     finally:
         admin.dispose()
-    with engine.connect() as conn:
-        bodies = dict(conn.execute(select(Callback.id, Callback.body).where(
-            Callback.id.in_(before + after))).tuples().all())
-    assert [bodies[i] for i in before + after] == [_item(n).body for n in (1, 2, 3)]
+    assert _bodies(engine, before + after) == [_item(n).body for n in (1, 2, 3)]
     engine.dispose()
 
 
