@@ -15,7 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine
 
 from bench import phases, seed
 from bench.lab import Lab
@@ -42,7 +44,7 @@ class Plan:
 
 FULL = Plan(levels=(10_000, 100_000, 1_000_000), reps=3, growth_reps=2, latency_reps=5,
             saturation_s=5, latency_s=10, e2e_n=20_000)
-QUICK = Plan(levels=(1_000, 10_000, 50_000), reps=2, growth_reps=2, latency_reps=3,
+QUICK = Plan(levels=(1_000, 50_000), reps=2, growth_reps=2, latency_reps=3,
              saturation_s=2, latency_s=3, e2e_n=1_500)
 
 
@@ -50,94 +52,169 @@ def _progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _ack_level(lab: Lab, plan: Plan, reps: int, ports: dict[str, int], pool: Path,
-               with_reference: bool) -> dict[str, Any]:
-    """Saturation and open-model latency, payhook and (interleaved) the echo reference."""
-    servers = ["echo", "receiver"] if with_reference else ["receiver"]
+class Server(NamedTuple):
+    """A server to load: the lab that started it, its process name, port and request pool."""
+
+    lab: Lab
+    name: str
+    port: int
+    pool: Path
+
+
+def _ack_level(plan: Plan, reps: int, servers: dict[str, Server]) -> dict[str, Any]:
+    """Saturation and open-model latency of each of `servers`, interleaved run by run."""
     sat: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
     lat: dict[str, dict[int, list[dict[str, Any]]]] = {s: {r: [] for r in RATES} for s in servers}
     for _ in range(reps):
-        for server in servers:
-            sat[server].append(phases.saturation(lab, server, ports[server], pool,
-                                                 plan.saturation_s))
+        for label, (lab, name, port, pool) in servers.items():
+            sat[label].append(phases.saturation(lab, name, port, pool, plan.saturation_s))
     _progress("saturation: " + ", ".join(
         f"{s} {med([r['rate'] for r in sat[s]]):.0f}/s" for s in servers))
     offset = 0
     for rate in RATES:
         for _ in range(plan.latency_reps):
-            for server in servers:
-                lat[server][rate].append(phases.latency(lab, server, ports[server], pool, rate,
-                                                        plan.latency_s, offset))
+            for label, (lab, name, port, pool) in servers.items():
+                lat[label][rate].append(phases.latency(lab, name, port, pool, rate,
+                                                       plan.latency_s, offset))
                 offset += int(rate * plan.latency_s)
         _progress(f"latency @{rate}: " + ", ".join(
             f"{s} p99 {med([r['p99_ms'] for r in lat[s][rate]]):.2f} ms" for s in servers))
     return {"saturation": sat, "latency": lat}
 
 
-def _e2e_level(lab: Lab, engine: Any, plan: Plan, reps: int, port: int, level: int,
+def _e2e_level(plan: Plan, reps: int, level: int, stacks: dict[str, Stack],
                with_reference: bool) -> dict[str, Any]:
-    """End-to-end drains of payhook and (interleaved) the bare Celery no-op reference."""
-    feeds = [phases.prepare_feed(lab, engine, f"{level}-{rep}", plan.e2e_n) for rep in range(reps)]
-    lab.start_workers(["worker", "noop_worker"] if with_reference else ["worker"])
+    """End-to-end drains of each stack and, with `with_reference`, of the bare Celery no-op
+    reference, interleaved run by run (the stacks' order alternating)."""
+    feeds = {label: [phases.prepare_feed(st.lab, st.engine, f"{level}-{rep}", plan.e2e_n)
+                     for rep in range(reps)] for label, st in stacks.items()}
     timeout = 120 + plan.e2e_n / 20
-    runs: dict[str, list[dict[str, Any]]] = {"payhook": [], "noop": []}
+    runs: dict[str, list[dict[str, Any]]] = {"noop": [], **{label: [] for label in stacks}}
     try:
-        for feed in feeds:
+        for label, st in stacks.items():
+            reference = with_reference and label == "payhook"
+            st.lab.start_workers(["worker", "noop_worker"] if reference else ["worker"])
+        for rep in range(reps):
             if with_reference:
-                runs["noop"].append(phases.noop_drain(lab, plan.e2e_n, timeout))
-            runs["payhook"].append(phases.end_to_end(lab, engine, port, feed, timeout))
+                runs["noop"].append(phases.noop_drain(stacks["payhook"].lab, plan.e2e_n,
+                                                      timeout))
+            for label in (list(stacks) if rep % 2 == 0 else list(reversed(stacks))):
+                st = stacks[label]
+                runs[label].append(phases.end_to_end(st.lab, st.engine, st.ports["receiver"],
+                                                     feeds[label][rep], timeout))
     finally:
-        lab.stop("worker")
-        lab.stop("noop_worker")
-    _progress(f"end-to-end: payhook {med([r['rate'] for r in runs['payhook']]):.0f}/s" + (
-        f", no-op {med([r['rate'] for r in runs['noop']]):.0f}/s" if with_reference else ""))
+        for st in stacks.values():
+            st.lab.stop("worker")
+            st.lab.stop("noop_worker")
+    _progress("end-to-end: " + ", ".join(
+        f"{label} {med([r['rate'] for r in rs]):.0f}/s" for label, rs in runs.items() if rs))
     return runs
 
 
+@dataclass
+class Stack:
+    """One payhook deployment under test: its own database and queue, receiver (and echo
+    server, for the main stack), signed ack-request pool, and an engine on its database."""
+
+    lab: Lab
+    engine: Engine
+    pool: Path
+    ports: dict[str, int]
+    seeded: int = 0
+
+    @classmethod
+    def start(cls, workdir: Path, servers: tuple[str, ...]) -> Stack:
+        workdir.mkdir(parents=True, exist_ok=True)
+        backends = Backends(workdir).start()
+        _progress(f"backends: {backends.describe()}")
+        lab: Lab | None = None
+        try:
+            lab = Lab(workdir, backends)
+            pool = save(make_batch(lab.world, "A", 4000, "127.0.0.1").requests,
+                        workdir / "ack-pool.pkl")
+            ports = {name: lab.start_server(name) for name in servers}
+            for name in ports:  # warm the servers up (imports, pools) before anything counts
+                phases.saturation(lab, name, ports[name], pool, 1.0)
+        except BaseException:
+            if lab is not None:
+                lab.close()
+            backends.stop()
+            raise
+        return cls(lab, make_engine(backends.database_url), pool, ports)
+
+    def grow(self, orders: int) -> int:
+        seed.grow_ledger(self.engine, self.seeded, orders)
+        self.seeded = orders
+        return seed.order_count(self.engine)
+
+    def server(self, name: str) -> Server:
+        return Server(self.lab, name, self.ports[name], self.pool)
+
+    def clear_ack_phase(self, mark: int) -> None:
+        """Drop what an ack-only phase stored and queued, so the ledger keeps its size."""
+        time.sleep(0.5)  # let the dispatcher publish the last batch before clearing
+        self.lab.backends.drain_queue(self.lab.backends.queue)
+        seed.drop_callbacks_after(self.engine, mark)
+
+    def close(self) -> None:
+        self.lab.close()
+        self.engine.dispose()
+        self.lab.backends.stop()
+
+
 def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
-    backends = Backends(workdir).start()
-    _progress(f"backends: {backends.describe()}")
-    lab = Lab(workdir, backends)
-    engine = make_engine(backends.database_url)
+    main = Stack.start(workdir, ("receiver", "echo"))
+    base: Stack | None = None
     levels: list[dict[str, Any]] = []
     try:
-        pool = save(make_batch(lab.world, "A", 4000, "127.0.0.1").requests,
-                    workdir / "ack-pool.pkl")
-        ports = {"receiver": lab.start_server("receiver"), "echo": lab.start_server("echo")}
-        for server in ports:  # warm both servers up (imports, pools) before anything counts
-            phases.saturation(lab, server, ports[server], pool, 1.0)
-        seeded = 0
+        if len(plan.levels) > 1:
+            # Growth is measured side by side: a second payhook stack stays at the smallest
+            # ledger and runs interleaved with the main one at every larger level, so the host
+            # drifting over the run is not counted as growth.
+            base = Stack.start(workdir / "base", ("receiver",))
+            base.grow(plan.levels[0])
         for index, level in enumerate(plan.levels):
-            seed.grow_ledger(engine, seeded, level)
-            seeded = level
-            orders = seed.order_count(engine)
+            orders = main.grow(level)
             _progress(f"level {index + 1}/{len(plan.levels)}: {orders:,} orders in the ledger")
             first = index == 0
             reps = plan.reps if first else plan.growth_reps
-            mark = seed.callbacks_mark(engine)
-            ack = _ack_level(lab, plan, reps, ports, pool, with_reference=first)
-            time.sleep(0.5)  # let the dispatcher publish the last batch before clearing
-            backends.drain_queue(backends.queue)
-            seed.drop_callbacks_after(engine, mark)
-            e2e = _e2e_level(lab, engine, plan, reps, ports["receiver"], level, first)
-            levels.append({"orders": orders, "ack": ack, "e2e": e2e})
-        rss = dict(lab.rss.peaks)
+            stacks = {"payhook": main} if first or base is None else {"base": base,
+                                                                        "payhook": main}
+            marks = {label: seed.callbacks_mark(st.engine) for label, st in stacks.items()}
+            base_orders = seed.order_count(stacks["base"].engine) if "base" in stacks else 0
+            servers = {"echo": main.server("echo")} if first else {}
+            servers.update({"receiver" if label == "payhook" else label: st.server("receiver")
+                            for label, st in stacks.items()})
+            ack = _ack_level(plan, reps, servers)
+            for label, st in stacks.items():
+                st.clear_ack_phase(marks[label])
+            e2e = _e2e_level(plan, reps, level, stacks, with_reference=first)
+            entry = {"orders": orders, "ack": ack, "e2e": e2e}
+            if "base" in stacks:
+                entry["base_orders"] = base_orders
+            levels.append(entry)
+        rss: dict[str, float] = {}
+        for st in [main] if base is None else [main, base]:
+            for role, peak in st.lab.rss.peaks.items():
+                rss[role] = max(rss.get(role, 0.0), peak)
     finally:
-        lab.close()
-        engine.dispose()
-        backends.stop()
-    return _summarise(plan, quick, backends, levels, rss)
+        main.close()
+        if base is not None:
+            base.close()
+    return _summarise(plan, quick, main.lab.backends, levels, rss)
 
 
 def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[str, Any]],
                rss: dict[str, float]) -> dict[str, Any]:
-    def level_figures(level: dict[str, Any]) -> dict[str, Any]:
-        sat, lat = level["ack"]["saturation"]["receiver"], level["ack"]["latency"]["receiver"]
+    def level_figures(level: dict[str, Any], stack: str = "payhook") -> dict[str, Any]:
+        server = "receiver" if stack == "payhook" else stack
+        sat, lat = level["ack"]["saturation"][server], level["ack"]["latency"][server]
         return {
-            "orders": level["orders"], "ack_rate": med([r["rate"] for r in sat]),
+            "orders": level["orders"] if stack == "payhook" else level["base_orders"],
+            "ack_rate": med([r["rate"] for r in sat]),
             **{f"{q}_ms_{rate}": med([r[f"{q}_ms"] for r in lat[rate]])
                for rate in RATES for q in ("p50", "p99", "p999")},
-            "e2e_rate": med([r["rate"] for r in level["e2e"]["payhook"]]),
+            "e2e_rate": med([r["rate"] for r in level["e2e"][stack]]),
             # Over all of the level's latency runs: the generator's stalls (requests > 10 ms,
             # 50 ms apart counted once) and the inbox commits that took > 10 ms meanwhile.
             **{key: sum(r[key] for rate in RATES for r in lat[rate])
@@ -145,18 +222,30 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
             "latency_runs": sum(len(lat[rate]) for rate in RATES),
         }
 
-    figures = [level_figures(level) for level in levels]
+    def growth_of(large: dict[str, Any], small: dict[str, Any]) -> dict[str, float]:
+        """Cost on the larger ledger ÷ cost on the smallest, measured in the same minutes."""
+        return {
+            "ack_p99_ms_500": large["p99_ms_500"] / small["p99_ms_500"],
+            "ack_p99_ms_1000": large["p99_ms_1000"] / small["p99_ms_1000"],
+            "e2e_rate": small["e2e_rate"] / large["e2e_rate"],
+            "ack_rate (info)": small["ack_rate"] / large["ack_rate"],
+        }
+
+    figures = []
+    for level in levels:
+        figure = level_figures(level)
+        if "base_orders" in level:
+            figure["alongside"] = level_figures(level, "base")
+            figure["growth"] = growth_of(figure, figure["alongside"])
+            figure["growth_worst"] = max(v for k, v in figure["growth"].items()
+                                         if "info" not in k)
+        figures.append(figure)
     first, last = levels[0], figures[-1]
     base = figures[0]
     echo_sat = first["ack"]["saturation"]["echo"]
     echo_lat = first["ack"]["latency"]["echo"]
     noop = first["e2e"]["noop"]
-    growth = {
-        "ack_p99_ms_500": last["p99_ms_500"] / base["p99_ms_500"],
-        "ack_p99_ms_1000": last["p99_ms_1000"] / base["p99_ms_1000"],
-        "e2e_rate": base["e2e_rate"] / last["e2e_rate"],
-        "ack_rate (info)": base["ack_rate"] / last["ack_rate"],
-    }
+    growth: dict[str, float] = last.get("growth", {})
     raw = {
         "ack_rate": base["ack_rate"],
         "echo_rate": med([r["rate"] for r in echo_sat]),
@@ -180,7 +269,7 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
         "ack_p99_ms_500": base["p99_ms_500"], "ack_p999_ms_500": base["p999_ms_500"],
         "ack_p99_ms_1000": base["p99_ms_1000"], "ack_p999_ms_1000": base["p999_ms_1000"],
         "e2e_ratio": raw["e2e_rate"] / raw["noop_rate"],
-        "growth_ratio": max(v for k, v in growth.items() if "info" not in k),
+        "growth_ratio": last.get("growth_worst", float("nan")),
         "growth_levels": [f["orders"] for f in figures],
         "rss_receiver_mb": rss.get("receiver", 0.0), "rss_worker_mb": rss.get("worker", 0.0),
         "database": backends.database, "database_version": backends.server_version(),

@@ -97,8 +97,10 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append(f"| end-to-end callbacks/s, N={raw['e2e_n']:,} (Celery no-op tasks/s) | "
                  f"{_fmt(raw['e2e_rate'], 0)} | {_fmt(raw['noop_rate'], 0)} | "
                  f"{_fmt(f['e2e_ratio'])} | {tgt['e2e_ratio']} | {met['e2e_ratio']} |")
-    lines.append(f"| growth: worst cost ratio {raw['levels'][-1]['orders']:,} ÷ "
-                 f"{raw['levels'][0]['orders']:,} orders | {_fmt(f['growth_ratio'])} | | | "
+    largest = raw["levels"][-1]
+    smallest = largest.get("alongside", raw["levels"][0])
+    lines.append(f"| growth: worst cost ratio {largest['orders']:,} ÷ {smallest['orders']:,} "
+                 f"orders, side by side | {_fmt(f['growth_ratio'])} | | | "
                  f"{tgt['growth_ratio']} | {met['growth_ratio']} |")
     lines.append(f"| peak RSS receiver MB (echo) | {_fmt(f['rss_receiver_mb'], 0)} | "
                  f"{_fmt(raw['rss'].get('echo', float('nan')), 0)} | | {tgt['rss_receiver_mb']} | "
@@ -108,16 +110,29 @@ def markdown(doc: dict[str, Any]) -> str:
                  f"{_fmt(raw['rss'].get('noop_worker', float('nan')), 0)} | | "
                  f"{tgt['rss_worker_mb']} | {met['rss_worker_mb']} |")
     lines += ["", "| orders in ledger | saturation acks/s | p99 ms @500 | p99.9 ms @500 | "
-              "p99 ms @1000 | end-to-end callbacks/s | stalls / inbox commits > 10 ms |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              "p99 ms @1000 | end-to-end callbacks/s | stalls / inbox commits > 10 ms | "
+              "worst cost ratio ÷ smallest ledger |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(level: dict[str, Any], label: str, ratio: str) -> str:
+        return (f"| {label} | {_fmt(level['ack_rate'], 0)} | "
+                f"{_fmt(level['p99_ms_500'])} | {_fmt(level['p999_ms_500'])} | "
+                f"{_fmt(level['p99_ms_1000'])} | {_fmt(level['e2e_rate'], 0)} | "
+                f"{level['stalls']} / {level['slow_commits']:.0f} | {ratio} |")
+
     for level in raw["levels"]:
-        lines.append(f"| {level['orders']:,} | {_fmt(level['ack_rate'], 0)} | "
-                     f"{_fmt(level['p99_ms_500'])} | {_fmt(level['p999_ms_500'])} | "
-                     f"{_fmt(level['p99_ms_1000'])} | {_fmt(level['e2e_rate'], 0)} | "
-                     f"{level['stalls']} / {level['slow_commits']:.0f} |")
+        lines.append(row(level, f"{level['orders']:,}",
+                         _fmt(level["growth_worst"]) if "growth_worst" in level else ""))
+        if "alongside" in level:
+            side = level["alongside"]
+            lines.append(row(side, f"{side['orders']:,}, alongside", ""))
     lines += ["", f"Medians of {doc['reps']} runs (growth levels after the first: "
               f"{doc['growth_reps']}; latency: {doc['latency_reps']} per rate and level); "
-              f"references measured interleaved with payhook in the same run. Stalls: episodes "
+              f"references measured interleaved with payhook in the same run. Growth: every "
+              f"larger ledger is measured interleaved with a second payhook stack (its own "
+              f"database, queue, receiver and worker) kept at the smallest ledger, the rows "
+              f"'alongside'; the ratio compares the two, measured in the same minutes. Stalls: "
+              f"episodes "
               f"of requests slower than 10 ms in all of a level's latency runs (echo server: "
               f"{raw['echo_stalls']}), beside the receiver's inbox commits that took over 10 ms "
               f"in the same runs (its `payhook_inbox_commit_seconds`). Generator CPU share at "
