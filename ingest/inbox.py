@@ -82,6 +82,7 @@ class Inbox:
         max_batch: int = 512,
         writers: int = 3,
         on_timing: Callable[[float, int], None] | None = None,
+        write_timeout_s: float = 10.0,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
@@ -91,7 +92,9 @@ class Inbox:
         # SQLite has one writer at a time whatever we do: a second one would only wait.
         self._writers = max(1, writers) if postgres else 1
         self._store: Callable[[], _Store] = (
-            (lambda: _PgStore(engine)) if postgres else (lambda: _ThreadStore(engine))
+            (lambda: _PgStore(engine, write_timeout_s))
+            if postgres
+            else (lambda: _ThreadStore(engine))
         )
         self._backlog: Backlog[_Item] = Backlog()
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,7 +140,8 @@ class Inbox:
         try:
             ids = await store.insert(items)
         except Exception as exc:  # any failure to commit means: not stored, say 503
-            log.error("inbox_commit_failed", error=str(exc)[:200], batch=len(batch))
+            log.error("inbox_commit_failed", error=f"{type(exc).__name__}: {exc}"[:200],
+                      batch=len(batch))
             error = InboxUnavailable(type(exc).__name__)
             for _, future in batch:
                 if not future.done():
@@ -189,10 +193,17 @@ class _PgStore(_Store):
     was rolled back: the group is written once more on a new connection. A connection lost
     after sending leaves the outcome unknown; it is not retried: the requests get 503 and the
     provider sends them again (a second copy of a callback that was in fact stored is a
-    duplicate, which the workers recognise). A connection that failed is closed, never reused."""
+    duplicate, which the workers recognise). A connection that failed is closed, never reused.
 
-    def __init__(self, engine: Engine) -> None:
+    A group that has no answer within `timeout_s` (a lock held on the table, a server or network
+    that hangs without closing the connection) is abandoned the same way: the driver asks the
+    server to cancel the statement, the connection is discarded and the requests get 503, where
+    they would otherwise wait, and every request queued behind them with them, until the
+    provider gave up."""
+
+    def __init__(self, engine: Engine, timeout_s: float) -> None:
         self._dialect = engine.dialect
+        self._timeout_s = timeout_s
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False
         )
@@ -233,7 +244,7 @@ class _PgStore(_Store):
         self, conn: psycopg.AsyncConnection[Any], columns: tuple[list[Any], ...], count: int
     ) -> list[int]:
         try:
-            async with conn.cursor() as cursor:
+            async with asyncio.timeout(self._timeout_s), conn.cursor() as cursor:
                 await cursor.execute(_PG_INSERT, columns)
                 ids = sorted(int(row[0]) for row in await cursor.fetchall())
         except BaseException as exc:
@@ -245,6 +256,8 @@ class _PgStore(_Store):
             await _discard(conn)
             if refused:
                 raise _Refused from exc
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"no answer within {self._timeout_s:g} s") from exc
             raise
         self._conn = conn
         if len(ids) != count:

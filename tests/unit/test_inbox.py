@@ -8,11 +8,13 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, select, text
@@ -206,6 +208,41 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
     finally:
         admin.dispose()
     assert _bodies(engine, before + after) == [_item(n).body for n in (1, 2, 3)]
+    engine.dispose()
+
+
+def test_a_group_with_no_answer_in_time_is_refused_and_the_writer_goes_on(
+    database_url: str,
+) -> None:
+    """A lock held on the table makes the group's INSERT wait with no end: after the write
+    timeout its requests are answered unavailable (503) instead of waiting with it, and once
+    the lock is gone the same writer stores the next group."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("PostgreSQL only: another session holds a table lock against the writer")
+    engine = make_engine(database_url)
+    inbox = Inbox(engine, lambda ids: None, writers=1, write_timeout_s=0.5)
+    locker = psycopg.connect(url.set(drivername="postgresql").render_as_string(
+        hide_password=False))
+
+    async def scenario() -> tuple[BaseException | int, float, list[int]]:
+        await _put_all(inbox, [_item(1)])  # the writer's connection is up and idle
+        locker.execute("LOCK TABLE callbacks IN SHARE MODE")  # blocks every INSERT
+        started = time.monotonic()
+        try:
+            (blocked,) = await asyncio.gather(inbox.put(_item(2)), return_exceptions=True)
+            waited = time.monotonic() - started
+        finally:
+            locker.rollback()
+        return blocked, waited, await _put_all(inbox, [_item(3)])
+
+    try:
+        blocked, waited, after = _with_inbox(inbox, scenario)
+    finally:
+        locker.close()
+    assert isinstance(blocked, InboxUnavailable)
+    assert waited < 5  # the timeout and the cancellation, not the lock, ended the wait
+    assert _bodies(engine, after) == [_item(3).body]
     engine.dispose()
 
 
