@@ -61,6 +61,12 @@ class Server(NamedTuple):
     pool: Path
 
 
+def _ack_label(stack: str) -> str:
+    """The key a stack's receiver runs are stored under in a level's ack results (the main
+    stack's is "receiver", beside "echo"; its end-to-end runs are under "payhook")."""
+    return "receiver" if stack == "payhook" else stack
+
+
 def _ack_level(plan: Plan, reps: int, servers: dict[str, Server]) -> dict[str, Any]:
     """Saturation and open-model latency of each of `servers`, interleaved run by run."""
     sat: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
@@ -180,18 +186,17 @@ def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
             reps = plan.reps if first else plan.growth_reps
             stacks = {"payhook": main} if first or base is None else {"base": base,
                                                                         "payhook": main}
+            entry: dict[str, Any] = {"orders": orders}
+            if "base" in stacks:  # before its end-to-end runs register their orders
+                entry["base_orders"] = seed.order_count(stacks["base"].engine)
             marks = {label: seed.callbacks_mark(st.engine) for label, st in stacks.items()}
-            base_orders = seed.order_count(stacks["base"].engine) if "base" in stacks else 0
             servers = {"echo": main.server("echo")} if first else {}
-            servers.update({"receiver" if label == "payhook" else label: st.server("receiver")
+            servers.update({_ack_label(label): st.server("receiver")
                             for label, st in stacks.items()})
-            ack = _ack_level(plan, reps, servers)
+            entry["ack"] = _ack_level(plan, reps, servers)
             for label, st in stacks.items():
                 st.clear_ack_phase(marks[label])
-            e2e = _e2e_level(plan, reps, level, stacks, with_reference=first)
-            entry = {"orders": orders, "ack": ack, "e2e": e2e}
-            if "base" in stacks:
-                entry["base_orders"] = base_orders
+            entry["e2e"] = _e2e_level(plan, reps, level, stacks, with_reference=first)
             levels.append(entry)
         rss: dict[str, float] = {}
         for st in [main] if base is None else [main, base]:
@@ -207,7 +212,7 @@ def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
 def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[str, Any]],
                rss: dict[str, float]) -> dict[str, Any]:
     def level_figures(level: dict[str, Any], stack: str = "payhook") -> dict[str, Any]:
-        server = "receiver" if stack == "payhook" else stack
+        server = _ack_label(stack)
         sat, lat = level["ack"]["saturation"][server], level["ack"]["latency"][server]
         return {
             "orders": level["orders"] if stack == "payhook" else level["base_orders"],
