@@ -50,6 +50,8 @@ class ReconcileConfig:
     silence_window_s: int = 900
     silence_bring_forward: int = 50
     report_refs: int = 50
+    #: The SMS credit is polled by at most one pass in this long, whichever process runs it.
+    credit_check_interval_s: int = 900
     redis_prefix: str = "payhook:recon"
 
     @classmethod
@@ -59,7 +61,8 @@ class ReconcileConfig:
         values: dict[str, Any] = {}
         for name in ("give_up_after_s", "claim_lease_s", "max_per_account", "pass_budget_s",
                      "concurrency", "breaker_failures", "breaker_cooldown_s",
-                     "silence_window_s", "silence_bring_forward", "report_refs"):
+                     "silence_window_s", "silence_bring_forward", "report_refs",
+                     "credit_check_interval_s"):
             value = getattr(settings, f"reconcile_{name}", None)
             if value is not None:
                 values[name] = type(getattr(base, name))(value)

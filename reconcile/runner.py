@@ -1,4 +1,5 @@
-"""One reconciliation pass: silence check, claim due orders, poll, apply, report, alert.
+"""One reconciliation pass: silence check, claim due orders, poll, apply, report, alert, and
+the SMS credit check.
 
 Synchronous at the top (the worker is), asynchronous for the provider queries, which run
 through `ctx.run`. The run's row moves running → done (or failed) with its report.
@@ -7,9 +8,11 @@ through `ctx.run`. The run's row moves running → done (or failed) with its rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from datetime import datetime
 
+import redis
 import structlog
 
 from ledger.models import ReconcileRun
@@ -89,6 +92,8 @@ def _execute(
     with ctx.sessions() as session:
         report.add_ledger_state(session, ctx.now())
     _alert(ctx, report, report.alert_specs(ctx.now().date().isoformat()))
+    if provider is None and account is None:
+        _check_credit(ctx, report)
     totals = {k: sum(getattr(s, k) for s in report.accounts.values())
               for k in ("claimed", "queried", "skipped")}
     log.info("reconcile_pass", accounts=len(accounts), resolved=report.resolved.count,
@@ -150,6 +155,34 @@ def _apply(
                     polled.append(Polled(answer.order, "permanent", f"apply:{type(exc).__name__}",
                                          "pending", "pending", [], []))
         report.add_polled(key, polled)
+
+
+def _check_credit(ctx: PassContext, report: PassReport) -> None:
+    """CONTRACT §6: poll the SMS credit and alert (once a UTC day) when it is below `low_credit`.
+
+    Beat runs a pass every minute, maybe on several machines: a Redis claim lets one pass in
+    `credit_check_interval_s` poll. A check that fails gives its claim back, so the next pass
+    tries again; it never fails the pass."""
+    sms, alerter = ctx.accounts.sms, ctx.alerter
+    if sms is None or alerter is None:
+        return
+    key = f"{ctx.config.redis_prefix}:sms_credit_polled"
+    interval = ctx.config.credit_check_interval_s
+    try:
+        if interval > 0 and not ctx.redis.set(key, "1", nx=True, ex=interval):
+            return
+        check = ctx.run(alerter.check_credit(sms.low_credit, now=ctx.now()))
+    except Exception as exc:
+        with contextlib.suppress(redis.RedisError):
+            ctx.redis.delete(key)
+        log.warning("sms_credit_check_failed", error=type(exc).__name__)
+        report.tail["sms_credit"] = {"error": type(exc).__name__}
+        return
+    if check.low:
+        log.warning("sms_credit_low", credit=str(check.credit), threshold=str(sms.low_credit),
+                    alerted=check.alerted)
+    report.tail["sms_credit"] = {"credit": str(check.credit), "threshold": str(sms.low_credit),
+                                 "low": check.low, "alerted": check.alerted}
 
 
 def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec]) -> None:

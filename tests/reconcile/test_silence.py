@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from ledger.models import Callback
+from reconcile.runner import run_pass
 from reconcile.sms import SmsConfig
 from sandbox.sms import SMS_SANDBOX, SmsSandbox, create_sms_app
 from tests.reconcile.conftest import Recon
@@ -94,3 +95,55 @@ def test_review_findings_are_alerted_without_customer_data(recon: Recon, sms: Sm
     assert "AM2" in message
     assert "150" not in message
     assert json.dumps(report["alerts"]).count("review") == 1
+
+
+def test_low_sms_credit_is_alerted_once_a_day_by_the_pass(recon: Recon, sms: SmsSandbox) -> None:
+    """A pass polls the SMS credit; below `low_credit` it sends one SMS, and later passes the
+    same day poll again without a second one."""
+    sms.credit = Decimal("4.5000")
+    report = recon.pass_(credit_check_interval_s=0)
+    assert report["sms_credit"] == {"credit": "4.5000", "threshold": "10", "low": True,
+                                    "alerted": True}
+    assert len(sms.sends) == 1
+    assert "SMS credit low" in sms.sends[0].message
+    again = recon.pass_(credit_check_interval_s=0)
+    assert (again["sms_credit"]["low"], again["sms_credit"]["alerted"]) == (True, False)
+    assert len(sms.sends) == 1
+
+
+def test_credit_is_polled_once_per_interval_whichever_pass_runs(
+    recon: Recon, sms: SmsSandbox
+) -> None:
+    """Passes every minute, maybe on several machines: one poll of the credit per interval."""
+    first = recon.pass_(credit_check_interval_s=3600)
+    second = recon.pass_(credit_check_interval_s=3600)
+    assert first["sms_credit"] == {"credit": "100.0000", "threshold": "10", "low": False,
+                                   "alerted": False}
+    assert "sms_credit" not in second
+    assert sms.logins == 1
+    assert sms.sends == []
+
+
+def test_a_failed_credit_check_leaves_the_pass_done_and_is_tried_again(
+    recon: Recon, sms: SmsSandbox
+) -> None:
+    """Credentials the SMS gateway refuses: the pass still finishes and reports the error; the
+    claim is given back, so the next pass polls again."""
+    sms.password = "rotated-elsewhere"
+    failed = recon.pass_(credit_check_interval_s=3600)
+    assert failed["state"] == "done"
+    assert failed["sms_credit"] == {"error": "QueryAuth"}
+    sms.password = PASSWORD
+    sms.credit = Decimal("2")
+    retried = recon.pass_(credit_check_interval_s=3600)
+    assert retried["sms_credit"]["alerted"] is True
+    assert len(sms.sends) == 1
+
+
+def test_a_scoped_pass_leaves_the_credit_alone(recon: Recon, sms: SmsSandbox) -> None:
+    """`payhook reconcile --provider P` is about P's orders: no SMS gateway call."""
+    sms.credit = Decimal("1")
+    report = recon.report(run_pass(recon.ctx(credit_check_interval_s=0), provider="mtpay"))
+    assert report["state"] == "done"
+    assert "sms_credit" not in report
+    assert (sms.logins, sms.sends) == (0, [])
