@@ -18,6 +18,11 @@ A request's future resolves only after the commit that holds its row; if that co
 resolves with `InboxUnavailable` (the route answers 503, so the provider retries). Once queued,
 a request is written whatever becomes of its handler, so a provider hanging up mid-request
 cannot undo it; `stop` writes everything still queued before it returns.
+
+The requests waiting for a commit are bounded by their size (`max_pending_bytes`): while the
+database is slow or away, requests pile up for as long as the write timeout and the reconnect
+take, and past the bound a new request is refused at once (503) instead of growing the
+receiver's memory with bodies it cannot store yet.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ class Received(NamedTuple):
 _Item = tuple[Received, "asyncio.Future[int]"]
 
 
+def _size(item: Received) -> int:
+    """What a waiting request holds that can be large: its body and headers."""
+    return len(item.body) + len(item.headers)
+
+
 class Inbox:
     """Group-committing writer tasks; `on_committed(ids)` runs on the loop after each commit,
     and `on_timing(seconds, rows)` with how long that group's write and commit took.
@@ -83,11 +93,14 @@ class Inbox:
         writers: int = 3,
         on_timing: Callable[[float, int], None] | None = None,
         write_timeout_s: float = 10.0,
+        max_pending_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
         self._on_timing = on_timing
         self._max_batch = max_batch
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0  # bodies and headers put and not yet settled
         postgres = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time whatever we do: a second one would only wait.
         self._writers = max(1, writers) if postgres else 1
@@ -121,6 +134,10 @@ class Inbox:
         """Store `item`; the callback id once its row is committed."""
         if not self._tasks or self._backlog.closed:
             raise InboxUnavailable("inbox not running")
+        size = _size(item)
+        if self._pending_bytes + size > self._max_pending_bytes:
+            raise InboxUnavailable("inbox backlog full")
+        self._pending_bytes += size
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._backlog.extend([(item, future)])
         # Once queued, the row is written whatever becomes of this handler: if it is cancelled
@@ -136,6 +153,12 @@ class Inbox:
 
     async def _commit(self, store: _Store, batch: list[_Item]) -> None:
         items = [r for r, _ in batch]
+        try:
+            await self._write(store, batch, items)
+        finally:
+            self._pending_bytes -= sum(map(_size, items))
+
+    async def _write(self, store: _Store, batch: list[_Item], items: list[Received]) -> None:
         started = time.perf_counter()
         try:
             ids = await store.insert(items)

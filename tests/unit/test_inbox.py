@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -243,6 +245,72 @@ def test_a_group_with_no_answer_in_time_is_refused_and_the_writer_goes_on(
     assert isinstance(blocked, InboxUnavailable)
     assert waited < 5  # the timeout and the cancellation, not the lock, ended the wait
     assert _bodies(engine, after) == [_item(3).body]
+    engine.dispose()
+
+
+@contextlib.contextmanager
+def _writes_blocked(database_url: str) -> Iterator[Callable[[], None]]:
+    """Another session holds a lock that makes the inbox's INSERT wait; the function it yields
+    lets go of it (also done on exit)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        pg = psycopg.connect(url.set(drivername="postgresql").render_as_string(
+            hide_password=False))
+        pg.execute("LOCK TABLE callbacks IN SHARE MODE")
+        release, close = pg.rollback, pg.close
+    else:
+        lite = sqlite3.connect(url.database or "", isolation_level=None)
+        lite.execute("BEGIN EXCLUSIVE")
+        release, close = (lambda: lite.execute("ROLLBACK")), lite.close
+    released = False
+
+    def let_go() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            release()
+
+    try:
+        yield let_go
+    finally:
+        let_go()
+        close()
+
+
+def test_past_its_bound_the_backlog_refuses_at_once_and_keeps_what_it_took(
+    database_url: str,
+) -> None:
+    """While the database does not answer, requests wait for their commit. Once the waiting
+    requests' bodies and headers reach `max_pending_bytes`, the next request is refused at once
+    (503) instead of queued; the ones taken are stored when the database answers again, and
+    their bytes no longer count."""
+    engine = make_engine(database_url)
+    held = [_item(n) for n in (2, 3, 4)]
+    bound = sum(len(i.body) + len(i.headers) for i in held)
+    inbox = Inbox(engine, lambda ids: None, writers=1, max_pending_bytes=bound)
+
+    async def scenario() -> tuple[BaseException | None, float, list[int], list[int]]:
+        await _put_all(inbox, [_item(1)])  # the writer is up
+        with _writes_blocked(database_url) as let_go:
+            waiting = [asyncio.ensure_future(inbox.put(i)) for i in held]
+            await asyncio.sleep(0.2)  # the first is in a group stuck on the lock
+            started = time.monotonic()
+            try:
+                await inbox.put(_item(5))
+                refused: BaseException | None = None
+            except InboxUnavailable as exc:
+                refused = exc
+            took = time.monotonic() - started
+            assert not any(w.done() for w in waiting)
+            let_go()
+            stored = list(await asyncio.gather(*waiting))
+        return refused, took, stored, await _put_all(inbox, [_item(6)])
+
+    refused, took, stored, after = _with_inbox(inbox, scenario)
+    assert isinstance(refused, InboxUnavailable)
+    assert str(refused) == "inbox backlog full"
+    assert took < 0.1  # refused on the spot, not after waiting on the lock
+    assert _bodies(engine, stored + after) == [_item(n).body for n in (2, 3, 4, 6)]
     engine.dispose()
 
 
