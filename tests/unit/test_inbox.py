@@ -213,68 +213,50 @@ def test_a_group_the_server_refused_is_written_again_on_a_fresh_connection(
     engine.dispose()
 
 
+@contextlib.contextmanager
+def _writes_blocked(database_url: str) -> Iterator[Callable[[], None]]:
+    """Another session holds a lock that makes the inbox's INSERT wait; the function it yields
+    lets go of it (also done on exit; letting go twice is harmless)."""
+    url = make_url(database_url)
+    held: psycopg.Connection[tuple[object, ...]] | sqlite3.Connection
+    if url.get_backend_name() == "postgresql":
+        held = psycopg.connect(url.set(drivername="postgresql").render_as_string(
+            hide_password=False))
+        held.execute("LOCK TABLE callbacks IN SHARE MODE")  # blocks every INSERT
+    else:
+        held = sqlite3.connect(url.database or "", isolation_level=None)
+        held.execute("BEGIN EXCLUSIVE")
+    try:
+        yield held.rollback  # a no-op for either driver once nothing is held
+    finally:
+        held.rollback()
+        held.close()
+
+
 def test_a_group_with_no_answer_in_time_is_refused_and_the_writer_goes_on(
     database_url: str,
 ) -> None:
     """A lock held on the table makes the group's INSERT wait with no end: after the write
     timeout its requests are answered unavailable (503) instead of waiting with it, and once
     the lock is gone the same writer stores the next group."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
+    if make_url(database_url).get_backend_name() != "postgresql":
         pytest.skip("PostgreSQL only: another session holds a table lock against the writer")
     engine = make_engine(database_url)
     inbox = Inbox(engine, lambda ids: None, writers=1, write_timeout_s=0.5)
-    locker = psycopg.connect(url.set(drivername="postgresql").render_as_string(
-        hide_password=False))
 
     async def scenario() -> tuple[BaseException | int, float, list[int]]:
         await _put_all(inbox, [_item(1)])  # the writer's connection is up and idle
-        locker.execute("LOCK TABLE callbacks IN SHARE MODE")  # blocks every INSERT
-        started = time.monotonic()
-        try:
+        with _writes_blocked(database_url):
+            started = time.monotonic()
             (blocked,) = await asyncio.gather(inbox.put(_item(2)), return_exceptions=True)
             waited = time.monotonic() - started
-        finally:
-            locker.rollback()
         return blocked, waited, await _put_all(inbox, [_item(3)])
 
-    try:
-        blocked, waited, after = _with_inbox(inbox, scenario)
-    finally:
-        locker.close()
+    blocked, waited, after = _with_inbox(inbox, scenario)
     assert isinstance(blocked, InboxUnavailable)
     assert waited < 5  # the timeout and the cancellation, not the lock, ended the wait
     assert _bodies(engine, after) == [_item(3).body]
     engine.dispose()
-
-
-@contextlib.contextmanager
-def _writes_blocked(database_url: str) -> Iterator[Callable[[], None]]:
-    """Another session holds a lock that makes the inbox's INSERT wait; the function it yields
-    lets go of it (also done on exit)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "postgresql":
-        pg = psycopg.connect(url.set(drivername="postgresql").render_as_string(
-            hide_password=False))
-        pg.execute("LOCK TABLE callbacks IN SHARE MODE")
-        release, close = pg.rollback, pg.close
-    else:
-        lite = sqlite3.connect(url.database or "", isolation_level=None)
-        lite.execute("BEGIN EXCLUSIVE")
-        release, close = (lambda: lite.execute("ROLLBACK")), lite.close
-    released = False
-
-    def let_go() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            release()
-
-    try:
-        yield let_go
-    finally:
-        let_go()
-        close()
 
 
 def test_past_its_bound_the_backlog_refuses_at_once_and_keeps_what_it_took(
