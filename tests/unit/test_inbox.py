@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -95,6 +95,43 @@ def test_each_request_gets_the_id_of_its_own_row(database_url: str) -> None:
                                                              item.remote_addr)
         assert row.received_at == item.received_at
         assert row.state == "received"
+    engine.dispose()
+
+
+def test_every_column_is_stored_exactly_as_received(database_url: str) -> None:
+    """Awkward values come back unchanged: an empty body and one of every byte, an account and a
+    header value beyond ASCII, no remote address, a time given in another zone (the same
+    instant, back in UTC) with its microseconds. A naive time is refused, with its group, and
+    nothing of that group is stored."""
+    engine = make_engine(database_url)
+    east = timezone(timedelta(hours=3, minutes=30))
+    items = [
+        Received("opay", "café-ünïcode", datetime(2026, 3, 1, 2, 3, 4, 5, tzinfo=east), None,
+                 json.dumps([["X-Name", "Zoë \u2028 ☃"]]), b""),
+        Received("mtpay", "default", datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                 "2001:db8::1", "[]", bytes(range(256)) * 4),
+    ]
+    inbox = Inbox(engine, lambda ids: None, writers=1)
+
+    async def scenario() -> tuple[list[int], BaseException | int]:
+        ids = await _put_all(inbox, items)
+        naive = items[1]._replace(received_at=datetime(2026, 1, 1), body=b"naive")
+        try:
+            return ids, await inbox.put(naive)
+        except InboxUnavailable as exc:
+            return ids, exc
+
+    ids, naive = _with_inbox(inbox, scenario)
+    assert isinstance(naive, InboxUnavailable)
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Callback).where(Callback.id.in_(ids)))}
+        assert conn.execute(select(Callback.id).where(Callback.body == b"naive")).all() == []
+    for callback_id, item in zip(ids, items, strict=True):
+        row = rows[callback_id]
+        stored = (row.provider, row.account, row.remote_addr, row.headers, row.body)
+        assert stored == (item.provider, item.account, item.remote_addr, item.headers, item.body)
+        assert row.received_at == item.received_at
+        assert row.received_at.utcoffset() == timedelta(0)
     engine.dispose()
 
 
