@@ -40,12 +40,13 @@ class Plan:
     saturation_s: float
     latency_s: float
     e2e_n: int
+    floor_latency: bool  # the smallest durable receiver's latency too, not only its saturation
 
 
 FULL = Plan(levels=(10_000, 100_000, 1_000_000), reps=3, growth_reps=2, latency_reps=5,
-            saturation_s=5, latency_s=10, e2e_n=20_000)
+            saturation_s=5, latency_s=10, e2e_n=20_000, floor_latency=True)
 QUICK = Plan(levels=(1_000, 50_000), reps=2, growth_reps=2, latency_reps=3,
-             saturation_s=2, latency_s=3, e2e_n=1_500)
+             saturation_s=2, latency_s=3, e2e_n=1_500, floor_latency=False)
 
 
 def _progress(message: str) -> None:
@@ -80,11 +81,14 @@ def _ack_level(plan: Plan, reps: int, servers: dict[str, Server]) -> dict[str, A
     for rate in RATES:
         for _ in range(plan.latency_reps):
             for label, (lab, name, port, pool) in servers.items():
+                if label == "floor" and not plan.floor_latency:
+                    continue
                 lat[label][rate].append(phases.latency(lab, name, port, pool, rate,
                                                        plan.latency_s, offset))
                 offset += int(rate * plan.latency_s)
         _progress(f"latency @{rate}: " + ", ".join(
-            f"{s} p99 {med([r['p99_ms'] for r in lat[s][rate]]):.2f} ms" for s in servers))
+            f"{s} p99 {med([r['p99_ms'] for r in lat[s][rate]]):.2f} ms" for s in servers
+            if lat[s][rate]))
     return {"saturation": sat, "latency": lat}
 
 
@@ -169,7 +173,7 @@ class Stack:
 
 
 def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
-    main = Stack.start(workdir, ("receiver", "echo"))
+    main = Stack.start(workdir, ("receiver", "echo", "floor"))
     base: Stack | None = None
     levels: list[dict[str, Any]] = []
     try:
@@ -190,7 +194,7 @@ def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
             if "base" in stacks:  # before its end-to-end runs register their orders
                 entry["base_orders"] = seed.order_count(stacks["base"].engine)
             marks = {label: seed.callbacks_mark(st.engine) for label, st in stacks.items()}
-            servers = {"echo": main.server("echo")} if first else {}
+            servers = {ref: main.server(ref) for ref in ("echo", "floor")} if first else {}
             servers.update({_ack_label(label): st.server("receiver")
                             for label, st in stacks.items()})
             entry["ack"] = _ack_level(plan, reps, servers)
@@ -249,6 +253,8 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
     base = figures[0]
     echo_sat = first["ack"]["saturation"]["echo"]
     echo_lat = first["ack"]["latency"]["echo"]
+    floor_sat = first["ack"]["saturation"]["floor"]
+    floor_lat = first["ack"]["latency"]["floor"]
     noop = first["e2e"]["noop"]
     growth: dict[str, float] = last.get("growth", {})
     raw = {
@@ -265,12 +271,20 @@ def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[st
         "echo_latency": {str(rate): {k: med([r[k] for r in echo_lat[rate]])
                                      for k in ("p50_ms", "p99_ms", "p999_ms")} for rate in RATES},
         "echo_stalls": sum(r["stalls"] for rate in RATES for r in echo_lat[rate]),
+        # The smallest durable receiver (bench/floor.py): group commit of the body alone.
+        "floor_rate": med([r["rate"] for r in floor_sat]),
+        "floor_cpu_share": med([r["server_cpu_share"] for r in floor_sat]),
+        "floor_latency": {str(rate): {k: med([r[k] for r in floor_lat[rate]])
+                                      for k in ("p50_ms", "p99_ms", "p999_ms")}
+                          for rate in RATES},
         "e2e_n": plan.e2e_n, "e2e_rate": base["e2e_rate"],
         "noop_rate": med([r["rate"] for r in noop]),
         "growth": growth, "levels": figures, "rss": rss, "runs": levels,
     }
     doc: dict[str, Any] = {
         "ack_ratio": raw["ack_rate"] / raw["echo_rate"],
+        "floor_ratio": raw["floor_rate"] / raw["echo_rate"],
+        "ack_ratio_to_floor": raw["ack_rate"] / raw["floor_rate"],
         "ack_p99_ms_500": base["p99_ms_500"], "ack_p999_ms_500": base["p999_ms_500"],
         "ack_p99_ms_1000": base["p99_ms_1000"], "ack_p999_ms_1000": base["p999_ms_1000"],
         "e2e_ratio": raw["e2e_rate"] / raw["noop_rate"],

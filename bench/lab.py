@@ -1,7 +1,8 @@
-"""The processes of one bench run: payhook's receiver and worker, the two references (bare aiohttp
-echo, bare Celery no-op worker), the sandbox's provider query APIs, and the load generator.
+"""The processes of one bench run: payhook's receiver and worker, the references (bare aiohttp
+echo, the smallest durable receiver, bare Celery no-op worker), the sandbox's provider query
+APIs, and the load generator.
 
-The receiver and the echo server are pinned to the first core and the load generator to the
+The receiver and the reference servers are pinned to the first core and the load generator to the
 second, so the generator never takes the server's core; the workers, PostgreSQL and Redis float.
 """
 
@@ -52,13 +53,13 @@ class Lab:
 
     # -- servers ----------------------------------------------------------------------------
     def start_server(self, name: str) -> int:
-        """Start `receiver` or `echo` on the server core; its port."""
+        """Start `receiver`, `echo` or `floor` on the server core; its port."""
         port = free_port()
         if name == "receiver":
             argv = [PYTHON, "-m", "payhook.cli", "serve", "--host", "127.0.0.1",
                     "--port", str(port)]
         else:
-            argv = [PYTHON, "-m", "bench.echo", str(port)]
+            argv = [PYTHON, "-m", f"bench.{name}", str(port)]
         proc = Proc(name, argv, self.env, self.workdir, cpu=self.server_cpu)
         self.procs[name] = proc
         wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -86,6 +86,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append(f"| saturation acks/s (bare aiohttp echo) | {_fmt(raw['ack_rate'], 0)} | "
                  f"{_fmt(raw['echo_rate'], 0)} | {_fmt(f['ack_ratio'])} | {tgt['ack_ratio']} | "
                  f"{met['ack_ratio']} |")
+    lines.append(f"| saturation acks/s (smallest durable receiver) | {_fmt(raw['ack_rate'], 0)} | "
+                 f"{_fmt(raw['floor_rate'], 0)} | {_fmt(f['ack_ratio_to_floor'])} | | |")
     for rate in (500, 1000):
         lat, echo = raw["latency"][str(rate)], raw["echo_latency"][str(rate)]
         for q, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")):
@@ -94,6 +96,9 @@ def markdown(doc: dict[str, Any]) -> str:
             target = tgt.get(jkey or "", "") if jkey else ""
             lines.append(f"| ack {q} ms at {rate} req/s (echo) | {_fmt(lat[key])} | "
                          f"{_fmt(echo[key])} | {_fmt(lat[key] / echo[key])} | {target} | {mark} |")
+        floor = raw["floor_latency"][str(rate)]["p99_ms"]
+        lines.append(f"| ack p99 ms at {rate} req/s (smallest durable receiver) | "
+                     f"{_fmt(lat['p99_ms'])} | {_fmt(floor)} | {_fmt(lat['p99_ms'] / floor)} | | |")
     lines.append(f"| end-to-end callbacks/s, N={raw['e2e_n']:,} (Celery no-op tasks/s) | "
                  f"{_fmt(raw['e2e_rate'], 0)} | {_fmt(raw['noop_rate'], 0)} | "
                  f"{_fmt(f['e2e_ratio'])} | {tgt['e2e_ratio']} | {met['e2e_ratio']} |")
@@ -135,7 +140,10 @@ def markdown(doc: dict[str, Any]) -> str:
               f"ratio compares the two, measured in the same minutes. Stalls: episodes of "
               f"requests slower than 10 ms in all of a level's latency runs (echo server: "
               f"{raw['echo_stalls']}), beside the receiver's inbox commits that took over 10 ms "
-              f"in the same runs (its `payhook_inbox_commit_seconds`). Generator CPU share at "
+              f"in the same runs (its `payhook_inbox_commit_seconds`). The smallest durable "
+              f"receiver (`bench/floor.py`) is the issue's own prototype: group commit of the "
+              f"body alone, commit before ack, nothing else; its saturation rate was "
+              f"{_fmt(f['floor_ratio'])} of the echo server's. Generator CPU share at "
               f"saturation: {_fmt(raw['generator_cpu_share'])} "
               f"(payhook), {_fmt(raw['echo_generator_cpu_share'])} (echo); server CPU share: "
               f"{_fmt(raw['receiver_cpu_share'])} (payhook), {_fmt(raw['echo_cpu_share'])} "
