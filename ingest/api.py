@@ -28,12 +28,10 @@ from ledger.views import (
     list_callbacks,
     order_json,
 )
+from payhook.logs import MASK, is_secret, mask_text
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_MASK_HEADERS = frozenset({"clientauthkey", "signature", "access_key", "authorization"})
-
-
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run blocking database work off the event loop."""
     return await asyncio.to_thread(fn)
@@ -172,10 +170,10 @@ async def get_callback(request: web.Request) -> web.Response:
             if cb is None:
                 return None
             body = callback_summary(cb)
-            body["headers"] = [
-                [k, "***" if k.lower() in _MASK_HEADERS else v] for k, v in json.loads(cb.headers)
-            ]
-            body["body"] = cb.body.decode("utf-8", errors="replace")
+            # Secrets masked (CONTRACT §3): in the headers, and in the body's own fields (OPay
+            # sends its clientAuthKey in both).
+            body["headers"] = [[k, MASK if is_secret(k) else v] for k, v in json.loads(cb.headers)]
+            body["body"] = mask_text(cb.body.decode("utf-8", errors="replace"))
             body["remote_addr"] = cb.remote_addr
             return body
 

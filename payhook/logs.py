@@ -14,15 +14,43 @@ import structlog
 # and client-auth-key are one name.
 _SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|apikey|private|clientauthkey|accesskey|authorization"
-    r"|signature|^sign$|aeskey|aesiv)"
+    r"|signature|^sign$|aeskey|aesiv|cookie|partnerkey|^key$)"
 )
 MASK = "***"
+# A JSON member with a string or number value, at any depth of the text; the name is group 1,
+# the value group 2.
+_JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)')
+# A form field (`a=1&b=2`): the name is group 2, the value group 3.
+_FORM_FIELD = re.compile(r"(^|&)([^=&]*)=([^&]*)")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a field or header called `name` holds a secret (any spelling: client_auth_key,
+    clientAuthKey and client-auth-key are one name)."""
+    return bool(_SECRET_KEY.search(name.replace("_", "").replace("-", "").lower()))
+
+
+def mask_text(text: str) -> str:
+    """`text` (a callback body) with the value of every secret-named JSON member or form field
+    masked, and every other byte of it as it was: what an operator may read of a raw body."""
+
+    def member(m: re.Match[str]) -> str:
+        if not is_secret(m.group(1)):
+            return m.group(0)
+        return m.group(0)[: m.start(2) - m.start(0)] + f'"{MASK}"'
+
+    def field(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{m.group(2)}={MASK}" if is_secret(m.group(2)) else m.group(0)
+
+    if text.lstrip().startswith(("{", "[")):
+        return _JSON_MEMBER.sub(member, text)
+    return _FORM_FIELD.sub(field, text)
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask the value of any field whose name says it is a secret, at any depth of dicts."""
     for key, value in list(event.items()):
-        if _SECRET_KEY.search(key.replace("_", "").replace("-", "").lower()):
+        if is_secret(key):
             event[key] = MASK
         elif isinstance(value, dict):
             event[key] = redact(None, "", dict(value))

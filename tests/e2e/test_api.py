@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -126,3 +127,19 @@ def test_order_registration_repeats(stack: Stack) -> None:
     status, body = stack.api("GET", f"/api/orders/opay/{order['merchant_order_no']}")
     assert (status, body["amount"], body["status"]) == (200, "12.50", "pending")
     assert stack.api("GET", "/api/orders/opay/NOPE")[0] == 404
+
+
+def test_callback_detail_masks_secrets_in_headers_and_body(stack: Stack) -> None:
+    """OPay sends its clientAuthKey as a header and again in the body: the API shows neither
+    (nor the signature, masked like the signature headers), and the rest of the body as
+    received."""
+    request = stack.world.callback("opay", stack.world.fields("opay", unique(), "failed", "2.00"))
+    secret = stack.world.secrets["opay_client_auth_key"]
+    assert secret in request.body.decode()
+    _, _, callback_id = stack.post(request)
+    status, detail = stack.api("GET", f"/api/callbacks/{callback_id}")
+    assert status == 200
+    assert secret not in json.dumps(detail)
+    assert ["clientauthkey", "***"] in [[k.lower(), v] for k, v in detail["headers"]]
+    sign = json.loads(request.body)["sign"]
+    assert detail["body"] == request.body.decode().replace(secret, "***").replace(sign, "***")

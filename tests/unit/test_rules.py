@@ -8,7 +8,7 @@ import pytest
 
 from ledger.money import format_minor, to_minor
 from ledger.status import Kind, Outcome, Status, decide
-from payhook.logs import MASK, redact
+from payhook.logs import MASK, mask_text, redact
 
 S = Status
 
@@ -65,3 +65,17 @@ def test_redaction_masks_secrets_at_any_depth() -> None:
     assert event["client_auth_key"] == event["password"] == MASK
     assert event["nested"] == {"api_secret": MASK, "order": "M1"}
     assert event["order"] == "M1"
+
+
+def test_body_masking_hides_secret_fields_and_keeps_every_other_byte() -> None:
+    """A raw body as the API shows it: secret-named JSON members (at any depth, string or
+    number) and form fields are masked; the rest of the text, spacing and numbers included, is
+    exactly as received."""
+    body = ('{"clientAuthKey":"11a9fe","version":"V1.0.1","data": {"sign" : "ab\\"c",'
+            ' "amount":300.00, "partner_key":1234567890, "orderNo":"M1"}}')
+    assert mask_text(body) == (
+        '{"clientAuthKey":"***","version":"V1.0.1","data": {"sign" : "***",'
+        ' "amount":300.00, "partner_key":"***", "orderNo":"M1"}}')
+    assert mask_text("a=1&partner_key=xyz&token=&b=2") == "a=1&partner_key=***&token=***&b=2"
+    assert mask_text("YOSIRZqt+/EQ==") == "YOSIRZqt+/EQ=="  # ciphertext: nothing named in it
+
