@@ -59,7 +59,9 @@ def authorized(handler: Handler) -> Handler:
             )
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # aiohttp keeps a header's bytes that are not UTF-8 as surrogates: encode them back, so a
+        # near-miss is a 401 (not a 500 whose error log would carry the header).
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             return web.json_response({"error": "unauthorized"}, status=401)
         return await handler(request)
 

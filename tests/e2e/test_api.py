@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +21,7 @@ from payhook.accounts import load_accounts
 from payhook.broker import make_celery
 from payhook.settings import Settings
 from tests.conftest import queue_name, unique
-from tests.harness import Stack, exchange, http
+from tests.harness import API_TOKEN, Stack, exchange, http
 
 
 def test_metrics_expose_the_pipeline(stack: Stack) -> None:
@@ -143,3 +145,21 @@ def test_callback_detail_masks_secrets_in_headers_and_body(stack: Stack) -> None
     assert ["clientauthkey", "***"] in [[k.lower(), v] for k, v in detail["headers"]]
     sign = json.loads(request.body)["sign"]
     assert detail["body"] == request.body.decode().replace(secret, "***").replace(sign, "***")
+
+
+def test_a_token_with_bytes_not_utf8_is_refused_and_not_logged(stack: Stack) -> None:
+    """The right token with one stray byte is a plain 401: no error, and so no log line that
+    would carry the header's value."""
+    log = stack.workdir / "receiver.log"
+    mark = log.stat().st_size
+    host, port = stack.url.removeprefix("http://").split(":")
+    request = (b"GET /api/callbacks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Authorization: Bearer " + API_TOKEN.encode() + b"\xff\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"401"
+    time.sleep(0.2)  # anything the receiver logged about it is flushed by now
+    with log.open("rb") as fh:
+        fh.seek(mark)
+        assert API_TOKEN.encode() not in fh.read()
