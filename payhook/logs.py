@@ -67,8 +67,11 @@ def configure(fmt: str | None = None, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    # The console renderer prints a traceback itself; for JSON it becomes the `exception` field
+    # (without it a line said only `"exc_info": true`, for ours and for the libraries' errors).
+    renderers: list[Any] = (
+        [structlog.dev.ConsoleRenderer()] if fmt == "console"
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     )
     structlog.configure(
         # filter_by_level first: a dropped debug line must not pay for the processor chain.
@@ -82,7 +85,7 @@ def configure(fmt: str | None = None, level: str = "INFO") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
         )
     )
     root = logging.getLogger()
