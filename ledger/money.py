@@ -8,6 +8,10 @@ from decimal import Decimal, InvalidOperation
 _EXPONENTS = {"NGN": 2, "IDR": 2, "CNY": 2, "USD": 2, "EUR": 2, "JPY": 0, "KRW": 0, "VND": 0}
 
 
+# Minor units are stored as BIGINT: an amount beyond it is no amount any provider pays.
+_MAX_MINOR = 2**63 - 1
+
+
 class AmountError(ValueError):
     """Raised for an amount that is not exact in the currency's minor units (never retryable)."""
 
@@ -28,6 +32,8 @@ def to_minor(amount: Decimal | str | int, currency: str) -> int:
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise AmountError(f"{amount} has more decimals than {currency} allows")
+    if abs(scaled) > _MAX_MINOR:
+        raise AmountError(f"{amount} {currency} is beyond any amount the ledger can hold")
     return int(scaled)
 
 

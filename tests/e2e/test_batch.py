@@ -49,12 +49,16 @@ def store(rt: Runtime, requests: list[HttpRequest]) -> list[int]:
         return [int(i) for i in result.scalars()]
 
 
-def test_poison_callback_does_not_fail_its_neighbours(stack: Stack, runtime: Runtime) -> None:
-    """An amount the ledger refuses is rejected alone; the rest of its batch applies."""
+@pytest.mark.parametrize("amount", ["5.001", "100000000000000000000.00"])
+def test_poison_callback_does_not_fail_its_neighbours(
+    stack: Stack, runtime: Runtime, amount: str
+) -> None:
+    """An amount the ledger refuses (finer than the currency's unit, or beyond what it can
+    hold) is rejected alone, at once; the rest of its batch applies."""
     world = stack.world
     good = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
             for _ in range(4)]
-    poison_fields = {**world.fields("opay", unique(), "succeeded", "5.00"), "amount": "5.001"}
+    poison_fields = {**world.fields("opay", unique(), "succeeded", "5.00"), "amount": amount}
     ids = store(runtime, [good[0], good[1], world.callback("opay", poison_fields), *good[2:]])
     result = process_batch(runtime, ids)
     assert result.states == {"applied": 4, "rejected": 1}

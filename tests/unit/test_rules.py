@@ -44,16 +44,19 @@ def test_static_va_stays_open() -> None:
 
 @pytest.mark.parametrize(("amount", "currency", "minor"),
                          [("300.00", "NGN", 30000), ("50000", "IDR", 5000000),
-                          (Decimal("0.01"), "CNY", 1), ("1200", "JPY", 1200)])
+                          (Decimal("0.01"), "CNY", 1), ("1200", "JPY", 1200),
+                          ("92233720368547758.07", "NGN", 2**63 - 1)])
 def test_money_round_trips_exactly(amount: str, currency: str, minor: int) -> None:
     """Amounts become exact minor units and format back to the currency's unit."""
     assert to_minor(amount, currency) == minor
     assert Decimal(format_minor(minor, currency)) == Decimal(amount)
 
 
-@pytest.mark.parametrize("bad", ["1.001", "NaN", "Infinity", "abc"])
+@pytest.mark.parametrize("bad", ["1.001", "NaN", "Infinity", "abc", "1e30",
+                                 "-92233720368547758.08"])
 def test_money_refuses_inexact_amounts(bad: str) -> None:
-    """An amount finer than the currency allows, or not a number, is refused."""
+    """An amount finer than the currency allows, not a number, or beyond the ledger's BIGINT
+    minor units, is refused."""
     with pytest.raises(ValueError, match=r"amount|decimals"):
         to_minor(bad, "NGN")
 
