@@ -83,6 +83,15 @@ class OrderIn(BaseModel):
     customer_phone: str | None = Field(default=None, max_length=32)
 
 
+class ReconcileIn(BaseModel):
+    """POST /api/reconcile body (optional): which provider and account to pass over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = Field(default=None, max_length=32)
+    account: str | None = Field(default=None, max_length=64)
+
+
 def _bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
@@ -91,7 +100,7 @@ async def post_order(request: web.Request) -> web.Response:
     from ingest.app import ACCOUNTS
 
     try:
-        payload = json.loads(await request.text(), parse_float=Decimal)
+        payload = await _json_body(request, parse_float=Decimal)
         order_in = OrderIn.model_validate(payload)
         currency = order_in.currency.upper()
         spec = OrderSpec(
@@ -157,10 +166,20 @@ async def get_callbacks(request: web.Request) -> web.Response:
 
 
 def _callback_id(request: web.Request) -> int:
+    """The route's `{id}`; an id no row can have (not a number, or beyond BIGINT) is a 404."""
     try:
-        return int(request.match_info["id"])
+        value = int(request.match_info["id"])
     except ValueError as exc:
         raise web.HTTPNotFound() from exc
+    if not 0 < value < 2**63:
+        raise web.HTTPNotFound()
+    return value
+
+
+async def _json_body(request: web.Request, **loads: Any) -> Any:
+    """The request's JSON body, read as UTF-8 whatever charset its Content-Type names (RFC
+    8259); ValueError for a body that is not JSON."""
+    return json.loads((await request.read()).decode("utf-8"), **loads)
 
 
 async def get_callback(request: web.Request) -> web.Response:
@@ -206,13 +225,16 @@ async def post_reconcile(request: web.Request) -> web.Response:
     from ingest.app import CELERY
     from payhook.broker import RECONCILE_TASK
 
-    payload: dict[str, Any] = {}
+    reconcile_in = ReconcileIn()
     if request.can_read_body:
         try:
-            payload = json.loads(await request.text() or "{}")
+            if await request.read():
+                reconcile_in = ReconcileIn.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            return _bad_request(str(exc).splitlines()[0][:300])
         except ValueError:
             return _bad_request("body must be JSON")
-    provider, account = payload.get("provider"), payload.get("account")
+    provider, account = reconcile_in.provider, reconcile_in.account
 
     def work() -> int:
         with _session(request) as session, session.begin():

@@ -163,3 +163,35 @@ def test_a_token_with_bytes_not_utf8_is_refused_and_not_logged(stack: Stack) -> 
     with log.open("rb") as fh:
         fh.seek(mark)
         assert API_TOKEN.encode() not in fh.read()
+
+
+ORDER = {"provider": "opay", "merchant_order_no": "API-BAD", "kind": "payment",
+         "amount": "3.00", "currency": "NGN"}
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "status"), [
+    ("GET", "/api/callbacks/99999999999999999999", None, {}, 404),
+    ("GET", "/api/callbacks/0", None, {}, 404),
+    ("POST", "/api/callbacks/9223372036854775808/replay", None, {}, 404),
+    ("GET", "/api/reconcile/runs/99999999999999999999", None, {}, 404),
+    ("POST", "/api/orders", {**ORDER, "amount": "1e30"}, JSON_TYPE, 400),
+    ("POST", "/api/orders", ORDER, {"Content-Type": "application/json; charset=bogus"}, 201),
+    ("POST", "/api/orders", b"\xff{}", JSON_TYPE, 400),
+    ("POST", "/api/reconcile", b"[]", JSON_TYPE, 400),
+    ("POST", "/api/reconcile", b'"x"', JSON_TYPE, 400),
+    ("POST", "/api/reconcile", {"provider": {"a": 1}}, JSON_TYPE, 400),
+    ("POST", "/api/reconcile", {"provder": "opay"}, JSON_TYPE, 400),
+    ("POST", "/api/reconcile", b"{}", {"Content-Type": "application/json; charset=bogus"}, 202),
+])
+def test_api_answers_bad_input_with_a_client_error(
+    stack: Stack, method: str, path: str, body: object, headers: dict[str, str], status: int,
+) -> None:
+    """Ids no row can have, amounts no ledger can hold, bodies of the wrong shape or charset:
+    each gets its 4xx (or is read as the UTF-8 that JSON is), never a 500."""
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body
+    if isinstance(body, dict) and body.get("merchant_order_no"):
+        raw = json.dumps({**body, "merchant_order_no": unique()}).encode()
+    got, reply = http(method, stack.url + path, body=raw,
+                      headers={"Authorization": f"Bearer {API_TOKEN}", **headers})
+    assert got == status, reply[:300]
