@@ -189,7 +189,13 @@ def _move_money(session: Session, order: Order, event: Incoming, now: datetime) 
     currency = (event.currency or order.currency).upper()
     if currency != order.currency:
         flags.append("currency_mismatch")
-    amount = to_minor(event.amount, currency) if event.amount is not None else order.amount_minor
+    if event.amount is None:
+        # A success that states no amount: the registered amount is booked, and someone looks at
+        # it, since no message said that this much was paid.
+        flags.append("amount_missing")
+        amount = order.amount_minor
+    else:
+        amount = to_minor(event.amount, currency)
     kind = Kind(order.kind)
     payment_id = _insert_id(
         session,

@@ -105,6 +105,28 @@ def test_success_after_fail_applies_as_late_success(stack: Stack, database_url: 
     assert journal_count(database_url, order_no) == 1
 
 
+def test_success_without_an_amount_books_the_registered_amount_for_review(
+    stack: Stack, database_url: str
+) -> None:
+    """A signed success that states no amount: the registered amount is booked (the order did
+    succeed), and the order is flagged `amount_missing`, since no message said what was paid."""
+    order_no = unique()
+    stack.register("opay", order_no, "300.00")
+    fields = stack.world.fields("opay", order_no, "succeeded", "300.00")
+    del fields["amount"]
+    code, _, callback_id = stack.post(stack.world.callback("opay", fields))
+    assert code == 200
+    assert callback_id is not None
+    [record] = stack.wait_final([callback_id])
+    assert record["state"] == "applied"
+    order = stack.order("opay", order_no)
+    assert order is not None
+    assert (order["status"], order["paid_amount"]) == ("succeeded", "300.00")
+    assert order["needs_review"] is True
+    assert order["review_reasons"] == ["amount_missing"]
+    assert journal_count(database_url, order_no) == 1
+
+
 def _forged(stack: Stack, order_no: str) -> tuple[Any, str]:
     fields = stack.world.fields("opay", order_no, "succeeded", "300.00")
     return stack.world.callback("opay", fields, forged=True), "bad_signature"
