@@ -47,6 +47,8 @@ async def receive_callback(request: web.Request) -> web.Response:
     account_name = request.match_info.get("account", "default")
     account = app[ACCOUNTS].get(provider, account_name)
     if account is None:
+        log.warning("callback_unknown_account", provider=provider[:64],
+                    account=account_name[:64], remote=request.remote)
         raise web.HTTPNotFound(text="unknown provider or account")
     metrics = app[METRICS]
     tally = metrics.acks.provider(provider)
@@ -84,6 +86,13 @@ async def receive_callback(request: web.Request) -> web.Response:
         body=ack.body,
         headers={"Content-Type": ack.content_type, "X-Payhook-Callback-Id": str(callback_id)},
     )
+
+
+async def wrong_method(request: web.Request) -> web.Response:
+    """Anything but POST on a callback route: refused, and logged (aiohttp's own 405 is not)."""
+    log.warning("callback_wrong_method", method=request.method, path=request.path[:200],
+                remote=request.remote)
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -139,8 +148,9 @@ def create_app(
         StateCollector(engine, lambda: app[REDIS], f"{settings.queue}:outcomes")
     )
     app.cleanup_ctx.append(_run_inbox)
-    app.router.add_post("/callbacks/{provider}", receive_callback)
-    app.router.add_post("/callbacks/{provider}/{account}", receive_callback)
+    for path in ("/callbacks/{provider}", "/callbacks/{provider}/{account}"):
+        app.router.add_post(path, receive_callback)
+        app.router.add_route("*", path, wrong_method)  # after POST: matched only by the rest
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -195,3 +195,23 @@ def test_api_answers_bad_input_with_a_client_error(
     got, reply = http(method, stack.url + path, body=raw,
                       headers={"Authorization": f"Bearer {API_TOKEN}", **headers})
     assert got == status, reply[:300]
+
+
+def test_callbacks_refused_by_route_are_logged_with_a_reason(stack: Stack) -> None:
+    """An unknown provider or account (404) and a method other than POST (405) are answered,
+    and each leaves a log line saying why."""
+    log = stack.workdir / "receiver.log"
+    mark = log.stat().st_size
+    assert http("POST", stack.url + "/callbacks/nosuchpay", body=b"{}")[0] == 404
+    assert http("POST", stack.url + "/callbacks/opay/nosuchaccount", body=b"{}")[0] == 404
+    status, _, headers = exchange("GET", stack.url + "/callbacks/opay")
+    assert (status, headers.get("Allow")) == (405, "POST")
+    time.sleep(0.2)
+    with log.open("rb") as fh:
+        fh.seek(mark)
+        lines = [json.loads(line) for line in fh.read().splitlines() if line.startswith(b"{")]
+    refused = [(e["event"], e.get("provider"), e.get("account"), e.get("method"))
+               for e in lines if e["event"].startswith("callback_")]
+    assert refused == [("callback_unknown_account", "nosuchpay", "default", None),
+                       ("callback_unknown_account", "opay", "nosuchaccount", None),
+                       ("callback_wrong_method", None, None, "GET")]
