@@ -32,6 +32,8 @@ from payhook.logs import MASK, is_secret, mask_text
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run blocking database work off the event loop."""
     return await asyncio.to_thread(fn)
