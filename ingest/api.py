@@ -227,15 +227,14 @@ async def post_reconcile(request: web.Request) -> web.Response:
     from ingest.app import CELERY
     from payhook.broker import RECONCILE_TASK
 
-    reconcile_in = ReconcileIn()
-    if request.can_read_body:
-        try:
-            if await request.read():
-                reconcile_in = ReconcileIn.model_validate(await _json_body(request))
-        except ValidationError as exc:
-            return _bad_request(str(exc).splitlines()[0][:300])
-        except ValueError:
-            return _bad_request("body must be JSON")
+    reconcile_in = ReconcileIn()  # no body: every provider and account
+    try:
+        if await request.read():
+            reconcile_in = ReconcileIn.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        return _bad_request(str(exc).splitlines()[0][:300])
+    except ValueError:
+        return _bad_request("body must be JSON")
     provider, account = reconcile_in.provider, reconcile_in.account
 
     def work() -> int:

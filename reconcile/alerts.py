@@ -179,7 +179,7 @@ class Alerter:
         try:
             self._release(keys=[key], args=[claim])
         except redis.RedisError as exc:
-            log.warning("alert_release_failed", claim=key, error=type(exc).__name__)
+            log.warning("alert_release_failed", redis_key=key, error=type(exc).__name__)
 
     async def check_credit(
         self, low_credit: Decimal, *, now: datetime | None = None
