@@ -87,6 +87,9 @@ class Callback(Base):
     processed_at: Mapped[datetime | None] = mapped_column(Stamp)
     enqueued_at: Mapped[datetime | None] = mapped_column(Stamp)
     merchant_order_no: Mapped[str | None] = mapped_column(String(128))
+    # When the running attempt started; cleared by the write that ends it. Set on a non-final
+    # callback, it marks an attempt that never finished (its worker was killed, or still runs).
+    claimed_at: Mapped[datetime | None] = mapped_column(Stamp)
 
     __table_args__ = (
         # The sweeper's and the age gauge's query: only non-final rows, oldest first.

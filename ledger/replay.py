@@ -27,6 +27,6 @@ def reset_for_replay(
         session.execute(
             update(Callback)
             .where(Callback.id.in_(found))
-            .values(state="received", reason=None, enqueued_at=None, attempts=0)
+            .values(state="received", reason=None, enqueued_at=None, attempts=0, claimed_at=None)
         )
     return found

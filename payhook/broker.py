@@ -37,6 +37,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # The pool kills a task running longer; its callbacks keep the attempt counted and the
+        # sweeper sends them again (workers/process.py).
+        "task_time_limit": settings.task_time_limit_s,
         "worker_prefetch_multiplier": 1,
         "task_ignore_result": True,
         "result_backend": None,

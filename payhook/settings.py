@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
@@ -33,12 +33,25 @@ class Settings(BaseSettings):
     # The Celery queue (and Redis key prefix): separate deployments sharing one Redis use their own.
     queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)
+    # A task running longer is killed (a hung provider query, a runaway callback) and counts as
+    # an attempt; under the visibility timeout, so Redis never hands a running task to another.
+    task_time_limit_s: int = Field(default=240, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # Reconciliation: default per-order backoff and the provider-silence window.
     reconcile_backoff_s: tuple[int, ...] = (300, 900, 3600, 21600, 86400)
     reconcile_silence_window_s: int = Field(default=900, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.
     publish_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _time_limit_under_visibility(self) -> Settings:
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(
+                f"PAYHOOK_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be below "
+                f"PAYHOOK_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}): Redis would hand "
+                "a task that is still running to a second worker"
+            )
+        return self
 
 
 def load_settings() -> Settings:

@@ -96,6 +96,7 @@ class SandboxWorld:
         self._lock = threading.Lock()
         self.orders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.busy: set[str] = set()
+        self.stalled: dict[str, float] = {}  # provider → seconds each query is held first
         self.queries: Counter[tuple[str, str]] = Counter()
 
     # -- payhook's side of the keys ---------------------------------------------------------
@@ -252,6 +253,8 @@ async def _query(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
     if provider not in PROVIDERS:
         raise web.HTTPNotFound()
+    if delay := world.stalled.get(provider):
+        await asyncio.sleep(delay)
     if provider in world.busy:
         world.queries[(provider, "*busy*")] += 1
         return web.Response(body=world.busy_reply(provider), content_type="application/json")

@@ -12,9 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, insert
+
+from ledger.models import Callback
 from payhook.embedded import free_port
 from providers.base import HttpRequest
 from sandbox.world import SandboxWorld
@@ -62,6 +66,7 @@ class Stack:
             "PAYHOOK_SWEEP_INTERVAL_S": "1",
             "PAYHOOK_SWEEP_AFTER_S": "4",
             "PAYHOOK_VISIBILITY_TIMEOUT_S": "30",
+            "PAYHOOK_TASK_TIME_LIMIT_S": "25",
             "PAYHOOK_RECONCILE_INTERVAL_S": "3600",
             "PAYHOOK_MAX_ATTEMPTS": "3",
             **env,
@@ -149,6 +154,18 @@ class Stack:
 
         wait_for(done, timeout, f"callbacks {ids} final")
         return found
+
+
+def store(engine: Engine, requests: list[HttpRequest]) -> list[int]:
+    """Put raw callbacks in the inbox as the receiver would, without enqueuing them."""
+    now = datetime.now(UTC)
+    rows = [{"provider": r.url.split("/")[2], "account": "default", "received_at": now,
+             "remote_addr": "127.0.0.1", "headers": json.dumps(list(r.headers.items())),
+             "body": r.body, "state": "received", "attempts": 0} for r in requests]
+    with engine.begin() as conn:
+        result = conn.execute(insert(Callback).returning(Callback.id,
+                                                          sort_by_parameter_order=True), rows)
+        return [int(i) for i in result.scalars()]
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -1,5 +1,10 @@
 """Processing a batch of stored callbacks: judge each (decode, verify, confirm), then apply.
 
+Each attempt is counted before it starts (`claimed_at` marks it running), so a callback whose
+processing kills its worker (out of memory, a crash, the task time limit) is seen on
+redelivery: its batch is split and each callback sent again alone, and after `max_attempts`
+such attempts it is `dead` (reason `worker_lost`) instead of being redelivered forever.
+
 Judging runs outside any transaction (CPU and provider queries). Applying runs in one
 transaction with a savepoint per callback, so the round trip and the commit are shared while
 each callback still ends in its own state and one bad callback cannot fail its neighbours.
@@ -14,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from ledger.apply import OrderKey, apply_event, lock_orders
@@ -44,12 +49,30 @@ class Verdict:
 
 @dataclass
 class BatchResult:
-    """Counts by final state, and the ids to try again later."""
+    """Counts by final state, the ids to try again later, and those to send again alone."""
 
     states: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # "state|reason" → count
     retry: list[int] = field(default_factory=list)
     retry_attempts: int = 0  # the most attempts any retried callback has made
+    split: list[int] = field(default_factory=list)
+
+    def count(self, callback_id: int, state: str, reason: str | None, order: str | None) -> None:
+        log.info("callback_processed", callback_id=callback_id, state=state, reason=reason,
+                 order=order)
+        self.states[state] = self.states.get(state, 0) + 1
+        key = f"{state}|{reason or ''}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+@dataclass
+class Claim:
+    """What starting an attempt found: the callbacks to judge now, those whose earlier attempts
+    all died with their worker (now `dead`), and a batch to split instead of judging."""
+
+    rows: list[Callback] = field(default_factory=list)
+    lost: list[Callback] = field(default_factory=list)
+    split: list[int] = field(default_factory=list)
 
 
 def now_utc() -> datetime:
@@ -58,31 +81,86 @@ def now_utc() -> datetime:
 
 def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
     """Bring every non-final callback in `ids` to a final state (or schedule a retry)."""
-    with rt.sessions() as session:
-        rows = list(
-            session.execute(
-                select(Callback).where(Callback.id.in_(ids), Callback.state.in_(NON_FINAL))
-            ).scalars()
-        )
-    verdicts = [_judge(rt, cb) for cb in rows]
-    _confirm(rt, [v for v in verdicts if v.claimed is not None and not v.events])
+    claim = _claim(rt, ids)
+    result = BatchResult(split=claim.split)
+    for cb in claim.lost:
+        result.count(cb.id, "dead", LOST, cb.merchant_order_no)
+    if not claim.rows:
+        return result
     try:
-        finals = _write(rt, ids, verdicts, isolate=False)
-    except Exception as exc:  # one callback failed the shared transaction: redo, each isolated
-        log.warning("batch_apply_failed", error=str(exc)[:200], size=len(verdicts))
-        finals = _write(rt, ids, verdicts, isolate=True)
-    result = BatchResult()
+        verdicts = [_judge(rt, cb) for cb in claim.rows]
+        _confirm(rt, [v for v in verdicts if v.claimed is not None and not v.events])
+        try:
+            finals = _write(rt, ids, verdicts, isolate=False)
+        except Exception as exc:  # one callback failed the shared transaction: redo, isolated
+            log.warning("batch_apply_failed", error=str(exc)[:200], size=len(verdicts))
+            finals = _write(rt, ids, verdicts, isolate=True)
+    except Exception:  # the attempt ended (the task retries it), its worker did not die
+        _release(rt, [cb.id for cb in claim.rows])
+        raise
     for verdict, values in finals:
-        state, reason = str(values["state"]), values["reason"]
-        log.info("callback_processed", callback_id=verdict.callback_id, state=state,
-                 reason=reason, order=values.get("merchant_order_no"))
-        result.states[state] = result.states.get(state, 0) + 1
-        key = f"{state}|{reason or ''}"
-        result.reasons[key] = result.reasons.get(key, 0) + 1
+        state = str(values["state"])
+        result.count(verdict.callback_id, state, values["reason"],
+                     values.get("merchant_order_no"))
         if state == "processing":
             result.retry.append(verdict.callback_id)
-            result.retry_attempts = max(result.retry_attempts, verdict.attempts + 1)
+            result.retry_attempts = max(result.retry_attempts, verdict.attempts)
     return result
+
+
+LOST = "worker_lost"
+
+
+def _claim(rt: Runtime, ids: list[int]) -> Claim:
+    """Count an attempt for each non-final callback in `ids` before any of it is judged.
+
+    A callback found with `claimed_at` set had an attempt that never finished. In a batch of
+    several, nothing is judged: the caller sends each callback again alone, so the one that
+    kills its worker cannot take its neighbours down with it again. Alone, it is tried until
+    `max_attempts` attempts have started, then ends `dead` with reason `worker_lost`.
+    """
+    now = now_utc()
+    with rt.sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # Losing this commit in a database crash loses one attempt's count, nothing else;
+            # the write that ends the attempt is durable, and commits after this one.
+            session.execute(text("SET LOCAL synchronous_commit = off"))
+        rows = list(
+            session.execute(
+                select(Callback)
+                .where(Callback.id.in_(ids), Callback.state.in_(NON_FINAL))
+                .order_by(Callback.id)
+                .with_for_update()
+            ).scalars()
+        )
+        unfinished = [cb.id for cb in rows if cb.claimed_at is not None]
+        if unfinished and len(rows) > 1:
+            log.warning("batch_split", reason="unfinished_attempt", size=len(rows),
+                        unfinished=unfinished[:16])
+            return Claim(split=[cb.id for cb in rows])
+        claim = Claim()
+        for cb in rows:
+            if cb.claimed_at is not None and cb.attempts >= rt.settings.max_attempts:
+                cb.state, cb.reason, cb.processed_at, cb.claimed_at = "dead", LOST, now, None
+                claim.lost.append(cb)
+            else:
+                cb.attempts, cb.claimed_at = cb.attempts + 1, now
+                claim.rows.append(cb)
+    return claim
+
+
+def _release(rt: Runtime, ids: list[int]) -> None:
+    """Mark an attempt that failed with an error as ended; if even this fails (the database is
+    down), the next attempt splits the batch, which costs only time."""
+    try:
+        with rt.sessions.begin() as session:
+            session.execute(
+                update(Callback)
+                .where(Callback.id.in_(ids), Callback.state.in_(NON_FINAL))
+                .values(claimed_at=None)
+            )
+    except Exception as exc:
+        log.warning("claim_release_failed", error=str(exc)[:200], size=len(ids))
 
 
 def _judge(rt: Runtime, cb: Callback) -> Verdict:
@@ -189,7 +267,7 @@ def _final_values(
     """Apply the callback's events; the values of its final (or retry) state."""
     claimed = v.claimed or (v.events[0] if v.events else None)
     values: dict[str, Any] = {
-        "attempts": v.attempts + 1,
+        "claimed_at": None,
         "processed_at": now,
         "merchant_order_no": claimed.merchant_order_no[:128] if claimed else None,
     }
@@ -215,7 +293,7 @@ def _final_values(
             return {**values, "state": "rejected", "reason": reason}
     if v.rejected is not None:
         return {**values, "state": "rejected", "reason": v.rejected}
-    if v.attempts + 1 >= rt.settings.max_attempts:
+    if v.attempts >= rt.settings.max_attempts:
         return {**values, "state": "dead", "reason": problem}
     return {**values, "state": "processing", "reason": problem}
 

@@ -35,9 +35,11 @@ def process_callbacks(ids: list[int]) -> dict[str, Any]:
     if result.retry:
         countdown = min(2 ** result.retry_attempts, 120)  # 2 s, 4 s, 8 s … per attempt
         process_callbacks.apply_async(args=[result.retry], countdown=countdown, retry=False)
+    for callback_id in result.split:  # an earlier attempt at this batch never finished
+        process_callbacks.apply_async(args=[[callback_id]], retry=False)
     _count_outcomes(rt, result.reasons)
-    log.info("batch_processed", size=len(ids), **result.states)
-    return {"states": result.states, "retry": len(result.retry)}
+    log.info("batch_processed", size=len(ids), split=len(result.split), **result.states)
+    return {"states": result.states, "retry": len(result.retry), "split": len(result.split)}
 
 
 def _count_outcomes(rt: runtime.Runtime, counts: dict[str, int]) -> None:

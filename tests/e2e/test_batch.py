@@ -1,26 +1,26 @@
 """A batch shares one transaction, yet each callback ends in its own state: a poison callback
-cannot fail its neighbours, and a batch processed twice changes nothing the second time."""
+cannot fail its neighbours (not even one that kills its worker), and a batch processed twice
+changes nothing the second time."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 import redis
-from sqlalchemy import insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import ledger.apply
+import workers.process
 from ledger.apply import Incoming
 from ledger.db import make_engine, make_sessionmaker
 from ledger.models import Callback, Order
 from payhook.accounts import load_accounts
 from payhook.settings import Settings
-from providers.base import HttpRequest
 from tests.conftest import unique
-from tests.harness import Stack
+from tests.harness import Stack, store
 from workers.process import process_batch
 from workers.runtime import Runtime
 
@@ -37,18 +37,6 @@ def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime
     rt.close()
 
 
-def store(rt: Runtime, requests: list[HttpRequest]) -> list[int]:
-    """Put raw callbacks in the inbox as the receiver would, without enqueuing them."""
-    now = datetime.now(UTC)
-    rows = [{"provider": r.url.split("/")[2], "account": "default", "received_at": now,
-             "remote_addr": "127.0.0.1", "headers": json.dumps(list(r.headers.items())),
-             "body": r.body, "state": "received", "attempts": 0} for r in requests]
-    with rt.engine.begin() as conn:
-        result = conn.execute(insert(Callback).returning(Callback.id,
-                                                          sort_by_parameter_order=True), rows)
-        return [int(i) for i in result.scalars()]
-
-
 @pytest.mark.parametrize("amount", ["5.001", "100000000000000000000.00"])
 def test_poison_callback_does_not_fail_its_neighbours(
     stack: Stack, runtime: Runtime, amount: str
@@ -59,7 +47,8 @@ def test_poison_callback_does_not_fail_its_neighbours(
     good = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
             for _ in range(4)]
     poison_fields = {**world.fields("opay", unique(), "succeeded", "5.00"), "amount": amount}
-    ids = store(runtime, [good[0], good[1], world.callback("opay", poison_fields), *good[2:]])
+    poison = world.callback("opay", poison_fields)
+    ids = store(runtime.engine, [good[0], good[1], poison, *good[2:]])
     result = process_batch(runtime, ids)
     assert result.states == {"applied": 4, "rejected": 1}
     assert result.reasons["rejected|bad_amount"] == 1
@@ -78,7 +67,7 @@ def test_an_order_created_by_a_rolled_back_callback_is_created_again(
     world = stack.world
     order_no = unique()
     fields = world.fields("opay", order_no, "succeeded", "5.00")
-    ids = store(runtime, [world.callback("opay", fields), world.callback("opay", fields)])
+    ids = store(runtime.engine, [world.callback("opay", fields), world.callback("opay", fields)])
     move_money = ledger.apply._move_money
 
     def fail_for_the_first(session: Session, order: Order, event: Incoming, now: datetime,
@@ -101,7 +90,7 @@ def test_a_batch_processed_twice_changes_nothing(stack: Stack, runtime: Runtime)
     """A redelivered batch finds its callbacks final and leaves them (and the ledger) alone."""
     world = stack.world
     order_no = unique()
-    ids = store(runtime, [world.callback("otgpay",
+    ids = store(runtime.engine, [world.callback("otgpay",
                                          world.fields("otgpay", order_no, "succeeded", "9.00"))])
     assert process_batch(runtime, ids).states == {"applied": 1}
     assert process_batch(runtime, ids).states == {}
@@ -109,3 +98,81 @@ def test_a_batch_processed_twice_changes_nothing(stack: Stack, runtime: Runtime)
     assert order is not None
     assert len(order["history"]) == 1
     assert len(order["payments"]) == 1
+
+
+class WorkerDied(BaseException):
+    """Stands for the worker process dying mid-attempt: like SIGKILL, nothing after it runs,
+    not even an `except Exception`."""
+
+
+def test_a_callback_that_kills_its_worker_ends_dead_alone(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first death takes its batch with it; redelivered, the batch is split and each
+    callback sent alone, so its neighbours apply. The killer is attempted `max_attempts` (3)
+    times in all, then ends `dead` with reason `worker_lost` without being judged again."""
+    world = stack.world
+    requests = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
+                for _ in range(5)]
+    ids = store(runtime.engine, requests)
+    killer = ids[2]
+    judged: list[int] = []
+    judge = workers.process._judge
+
+    def dies_on_the_killer(rt: Runtime, cb: Callback) -> workers.process.Verdict:
+        judged.append(cb.id)
+        if cb.id == killer:
+            raise WorkerDied
+        return judge(rt, cb)
+
+    monkeypatch.setattr(workers.process, "_judge", dies_on_the_killer)
+    with pytest.raises(WorkerDied):
+        process_batch(runtime, ids)
+    assert {stack.callback(i)["attempts"] for i in ids} == {1}
+
+    redelivered = process_batch(runtime, ids)
+    assert redelivered.split == ids
+    assert redelivered.states == {}
+    assert judged == ids[:3]  # the redelivery judged nothing
+
+    for callback_id in ids:
+        if callback_id == killer:
+            with pytest.raises(WorkerDied):
+                process_batch(runtime, [callback_id])
+        else:
+            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    with pytest.raises(WorkerDied):
+        process_batch(runtime, [killer])
+    final = process_batch(runtime, [killer])
+    assert final.states == {"dead": 1}
+    assert final.reasons == {"dead|worker_lost": 1}
+    assert judged.count(killer) == 3
+
+    records = {i: stack.callback(i) for i in ids}
+    assert (records[killer]["state"], records[killer]["reason"]) == ("dead", "worker_lost")
+    assert records[killer]["attempts"] == 3
+    assert [records[i]["state"] for i in ids if i != killer] == ["applied"] * 4
+    assert [records[i]["attempts"] for i in ids if i != killer] == [2] * 4
+
+
+def test_an_attempt_that_fails_with_an_error_is_not_taken_for_a_dead_worker(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the task sees (the database dropping mid-attempt, say) ends the attempt; the
+    task's retry then processes the batch whole, not split into single tasks."""
+    world = stack.world
+    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(), "succeeded",
+                                                              "5.00")) for _ in range(3)])
+    judge = workers.process._judge
+
+    def fails_once(rt: Runtime, cb: Callback) -> workers.process.Verdict:
+        monkeypatch.setattr(workers.process, "_judge", judge)
+        raise OperationalError("SELECT 1", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(workers.process, "_judge", fails_once)
+    with pytest.raises(OperationalError):
+        process_batch(runtime, ids)
+    retried = process_batch(runtime, ids)
+    assert retried.split == []
+    assert retried.states == {"applied": 3}
+    assert [stack.callback(i)["attempts"] for i in ids] == [2, 2, 2]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, create_engine, func, select
@@ -18,12 +19,12 @@ from ingest.app import create_app
 from ledger.db import make_engine
 from ledger.models import Callback, Journal, Order
 from payhook.accounts import load_accounts
-from payhook.broker import make_celery
+from payhook.broker import PROCESS_TASK, make_celery
 from payhook.embedded import EmbeddedRedis
 from payhook.settings import Settings
 from sandbox.world import ProviderServer, SandboxWorld
 from tests.conftest import queue_name, unique
-from tests.harness import Stack, fresh_database, wait_for
+from tests.harness import Stack, fresh_database, store, wait_for
 
 
 def _post_orders(stack: Stack, count: int, prefix: str) -> tuple[list[str], list[int]]:
@@ -172,3 +173,84 @@ def test_provider_hanging_up_mid_request_still_stores(stack: Stack, database_url
 
     wait_for(stored, 15, "the hung-up callback stored")
     engine.dispose()
+
+
+def _claimed(engine: Engine, callback_id: int) -> tuple[int, bool]:
+    """The callback's attempts so far, and whether one is running now."""
+    with engine.connect() as conn:
+        attempts, claimed_at = conn.execute(
+            select(Callback.attempts, Callback.claimed_at).where(Callback.id == callback_id)
+        ).one()
+    return int(attempts), claimed_at is not None
+
+
+def test_a_callback_that_kills_its_worker_ends_dead_and_its_batch_applies(
+    stack: Stack, database_url: str, redis_url: str
+) -> None:
+    """Every attempt at one callback dies with its pool process (SIGKILL while it waits on the
+    provider, as the kernel's OOM killer would): it ends `dead` with reason `worker_lost` after
+    `max_attempts` (3) attempts instead of being redelivered forever, and the callbacks that
+    shared its batch (one attempt killed with it, one alone) still apply, once."""
+    stack.kill("worker", signal.SIGTERM)
+    killer_no = unique("KL")
+    stack.register("mtpay", killer_no, "100.00")
+    fields = stack.world.fields("mtpay", killer_no, "succeeded", "100.00")
+    stack.world.publish("mtpay", fields)
+    numbers = [unique("KN") for _ in range(8)]
+    for number in numbers:
+        stack.register("opay", number, "10.00")
+    neighbours = [stack.world.callback("opay", stack.world.fields("opay", n, "succeeded", "10.00"))
+                  for n in numbers]
+    engine = create_engine(database_url)
+    ids = store(engine, [*neighbours[:4], stack.world.callback("mtpay", fields), *neighbours[4:]])
+    killer = ids[4]
+    settings = Settings(redis_url=redis_url, queue=stack.env["PAYHOOK_QUEUE"])
+    make_celery(settings).send_task(PROCESS_TASK, args=[ids])  # one batch, as the dispatcher's
+    stack.world.stalled["mtpay"] = 60.0  # MTPay callbacks are confirmed by a query: it hangs
+    try:
+        stack.start_worker(concurrency=1)  # one pool process: the kills hit nothing else
+        pool = psutil.Process(stack.procs["worker"].pid)
+        for attempt in (1, 2, 3):
+            wait_for(lambda a=attempt: _claimed(engine, killer) == (a, True), 60,
+                     f"attempt {attempt} running")
+            for child in pool.children():
+                child.kill()
+        [record] = stack.wait_final([killer], timeout=60)
+    finally:
+        stack.world.stalled.pop("mtpay", None)
+        engine.dispose()
+    assert (record["state"], record["reason"], record["attempts"]) == ("dead", "worker_lost", 3)
+    records = stack.wait_final(ids[:4] + ids[5:], timeout=60)
+    assert [(r["state"], r["attempts"]) for r in records] == [("applied", 2)] * 8
+    _assert_each_applied_once(database_url, numbers)
+    stack.kill("worker", signal.SIGTERM)
+    stack.start_worker()
+
+
+def test_a_task_over_its_time_limit_is_killed_and_the_attempt_counted(
+    tmp_path: Path, database_url: str, redis_url: str, world: SandboxWorld,
+    provider_server: ProviderServer,
+) -> None:
+    """An attempt that hangs (the provider's query never answers) is killed by the pool at the
+    task time limit (2 s here); the sweeper sends the callback again, and once `max_attempts`
+    (2) attempts have been killed it is `dead` with reason `worker_lost`."""
+    url, drop = fresh_database(database_url, tmp_path)
+    stack = Stack(tmp_path, url, redis_url, world, provider_server.url,
+                  queue=queue_name("payhook-tl"), PAYHOOK_TASK_TIME_LIMIT_S="2",
+                  PAYHOOK_MAX_ATTEMPTS="2")
+    order_no = unique("TL")
+    fields = world.fields("mtpay", order_no, "succeeded", "100.00")
+    world.publish("mtpay", fields)
+    world.stalled["mtpay"] = 30.0
+    try:
+        stack.start()
+        code, _, callback_id = stack.post(world.callback("mtpay", fields))
+        assert code == 200
+        assert callback_id is not None
+        [record] = stack.wait_final([callback_id], timeout=90)
+    finally:
+        world.stalled.pop("mtpay", None)
+        stack.stop()
+        drop()
+    assert (record["state"], record["reason"], record["attempts"]) == ("dead", "worker_lost", 2)
+    assert "TimeLimitExceeded" in (tmp_path / "worker.log").read_text()

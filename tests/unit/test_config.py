@@ -1,12 +1,15 @@
-"""The providers file is validated at start-up, and its errors name file, table and key."""
+"""The providers file and the settings are validated at start-up; errors name what is wrong."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from payhook.accounts import load_accounts
+from payhook.broker import celery_config
+from payhook.settings import Settings
 from providers.errors import ConfigError
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
@@ -66,3 +69,17 @@ def test_missing_env_variable_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("TEST_OTG_SECRET", raising=False)
     with pytest.raises(ConfigError, match=r"merchant_secret.*TEST_OTG_SECRET"):
         load_accounts(write(tmp_path, OTG))
+
+
+def test_task_time_limit_must_be_below_visibility_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A time limit at or above the visibility timeout would let Redis hand a running task to a
+    second worker: refused at start-up, naming both variables; one below it is taken."""
+    monkeypatch.setenv("PAYHOOK_VISIBILITY_TIMEOUT_S", "60")
+    monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "60")
+    with pytest.raises(ValidationError, match=r"TASK_TIME_LIMIT_S \(60\).*VISIBILITY_TIMEOUT_S"):
+        Settings()
+    monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "59")
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0")
+    assert celery_config(settings)["task_time_limit"] == 59
