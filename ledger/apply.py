@@ -54,6 +54,16 @@ class Incoming:
     poll_after: datetime | None = None
 
 
+# The provider's strings the ledger keeps, and the widths of their columns.
+_WIDTHS = {"merchant_order_no": 128, "provider_order_no": 128, "event_id": 160,
+           "provider_status": 32, "currency": 3}
+
+
+class EventError(ValueError):
+    """An event the ledger cannot hold as it is: a field wider than its column (never
+    retryable; PostgreSQL would refuse the row on every attempt)."""
+
+
 @dataclass(frozen=True)
 class Applied:
     """What applying did."""
@@ -91,6 +101,7 @@ def apply_event(
     `locked`: orders this transaction already holds (from `lock_orders`); an order created
     here is added to it.
     """
+    _check_widths(event)
     key = (event.provider, event.account, event.merchant_order_no)
     if locked is not None and key in locked:
         order, created = locked[key], False
@@ -134,6 +145,13 @@ def apply_event(
         order.updated_at = now
         _history(session, order, event, decision.outcome, now)
         return Applied(decision.outcome, order.id, tuple(flags))
+
+
+def _check_widths(event: Incoming) -> None:
+    for name, width in _WIDTHS.items():
+        value = getattr(event, name)
+        if value is not None and len(value) > width:
+            raise EventError(f"{name} has {len(value)} characters; the ledger holds {width}")
 
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:

@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from ledger.apply import OrderKey, apply_event, lock_orders
+from ledger.apply import EventError, OrderKey, apply_event, lock_orders
 from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest
@@ -283,6 +283,8 @@ def _final_values(
             return {**values, "state": strongest(outcomes).value, "reason": None}
         except AmountError:  # deterministic: retrying cannot help
             reason: str | None = "bad_amount"
+        except EventError:  # deterministic too: a field wider than the ledger's column
+            reason = "malformed"
         except Exception as exc:  # this callback only: its savepoint is rolled back
             log.warning("callback_apply_failed", callback_id=v.callback_id, error=str(exc)[:200])
             problem, reason = f"apply:{type(exc).__name__}"[:64], None

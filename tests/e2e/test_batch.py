@@ -37,21 +37,30 @@ def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime
     rt.close()
 
 
-@pytest.mark.parametrize("amount", ["5.001", "100000000000000000000.00"])
+@pytest.mark.parametrize(
+    ("order_no", "amount", "reason"),
+    [
+        ("", "5.001", "bad_amount"),
+        ("", "100000000000000000000.00", "bad_amount"),
+        ("M" * 129, "5.00", "malformed"),
+    ],
+    ids=["finer_than_cents", "beyond_bigint", "order_no_too_long"],
+)
 def test_poison_callback_does_not_fail_its_neighbours(
-    stack: Stack, runtime: Runtime, amount: str
+    stack: Stack, runtime: Runtime, order_no: str, amount: str, reason: str
 ) -> None:
-    """An amount the ledger refuses (finer than the currency's unit, or beyond what it can
-    hold) is rejected alone, at once; the rest of its batch applies."""
+    """A callback the ledger cannot hold (an amount finer than the currency's unit or beyond
+    what it can hold, an order number wider than its column) is rejected alone, at once; the
+    rest of its batch applies."""
     world = stack.world
     good = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
             for _ in range(4)]
-    poison_fields = {**world.fields("opay", unique(), "succeeded", "5.00"), "amount": amount}
-    poison = world.callback("opay", poison_fields)
+    poison_fields = world.fields("opay", order_no or unique(), "succeeded", "5.00")
+    poison = world.callback("opay", {**poison_fields, "amount": amount})
     ids = store(runtime.engine, [good[0], good[1], poison, *good[2:]])
     result = process_batch(runtime, ids)
     assert result.states == {"applied": 4, "rejected": 1}
-    assert result.reasons["rejected|bad_amount"] == 1
+    assert result.reasons[f"rejected|{reason}"] == 1
     records = [stack.callback(i) for i in ids]
     assert [r["state"] for r in records] == ["applied", "applied", "rejected", "applied",
                                              "applied"]
