@@ -97,6 +97,9 @@ class SandboxWorld:
         self.orders: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.busy: set[str] = set()
         self.stalled: dict[str, float] = {}  # provider → seconds each query is held first
+        # (provider, order asked about) → the order whose record is answered instead: a provider
+        # that mixes up its orders.
+        self.misfiled: dict[tuple[str, str], str] = {}
         self.queries: Counter[tuple[str, str]] = Counter()
 
     # -- payhook's side of the keys ---------------------------------------------------------
@@ -204,6 +207,7 @@ secret_key = "{s['mtpay_secret_key']}"
 
     # -- the query APIs -----------------------------------------------------------------------
     def _lookup_one(self, provider: str, order_no: str) -> Mapping[str, Any] | None:
+        order_no = self.misfiled.get((provider, order_no), order_no)
         with self._lock:
             records = self.orders.get((provider, order_no))
             return dict(records[-1]) if records else None

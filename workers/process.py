@@ -216,6 +216,12 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
             return
         if not events:
             v.rejected = "unconfirmed"
+        wanted = v.claimed.merchant_order_no
+        if any(e.merchant_order_no != wanted for e in events):
+            # The provider answered about another order: none of it may touch either order.
+            log.warning("confirm_wrong_order", callback_id=v.callback_id, order=wanted,
+                        answered=sorted({e.merchant_order_no for e in events})[:4])
+            v.rejected, events = "wrong_order_in_reply", []
         v.events = events
 
     async def all_of() -> None:

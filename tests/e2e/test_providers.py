@@ -121,6 +121,27 @@ def test_mtpay_claim_is_checked_against_the_query(stack: Stack) -> None:
     assert stack.world.queries[("mtpay", order_no)] >= 1
 
 
+def test_mtpay_answer_about_another_order_confirms_nothing(stack: Stack) -> None:
+    """The query about the claimed order answers with another order's success (a provider
+    mixing up its records): the claim is rejected as `wrong_order_in_reply`, and neither
+    order moves."""
+    claimed_no, other_no = unique(), unique()
+    for number in (claimed_no, other_no):
+        stack.register("mtpay", number, "100.00")
+    stack.world.publish("mtpay", stack.world.fields("mtpay", other_no, "succeeded", "100.00"))
+    stack.world.misfiled[("mtpay", claimed_no)] = other_no
+    try:
+        claim = stack.world.fields("mtpay", claimed_no, "succeeded", "100.00")
+        [record] = stack.wait_final([post(stack, "mtpay", claim)])
+    finally:
+        del stack.world.misfiled[("mtpay", claimed_no)]
+    assert (record["state"], record["reason"]) == ("rejected", "wrong_order_in_reply")
+    for number in (claimed_no, other_no):
+        order = stack.order("mtpay", number)
+        assert order is not None
+        assert (order["status"], order["payments"], order["history"]) == ("pending", [], [])
+
+
 def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
     """An order whose callback never came is resolved by polling; the report names it."""
     order_no = unique("LOST")
