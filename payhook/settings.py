@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # The Celery queue (and Redis key prefix): separate deployments sharing one Redis use their own.
     queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)
+    # The wait after a transient failure, doubling per attempt (15 s, 30 s, 1 min, 2 min …), so
+    # the attempts span minutes of provider trouble, not one.
+    retry_backoff_s: int = Field(default=15, gt=0)
     # A task running longer is killed (a hung provider query, a runaway callback) and counts as
     # an attempt; under the visibility timeout, so Redis never hands a running task to another.
     task_time_limit_s: int = Field(default=240, gt=0)

@@ -69,6 +69,7 @@ class Stack:
             "PAYHOOK_TASK_TIME_LIMIT_S": "25",
             "PAYHOOK_RECONCILE_INTERVAL_S": "3600",
             "PAYHOOK_MAX_ATTEMPTS": "3",
+            "PAYHOOK_RETRY_BACKOFF_S": "1",
             **env,
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -27,6 +27,7 @@ from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest
 from payhook.accounts import Account
+from payhook.settings import Settings
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
 from providers.errors import QueryError, QueryNotFound, Rejected
 from workers.runtime import Runtime
@@ -53,8 +54,7 @@ class BatchResult:
 
     states: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # "state|reason" → count
-    retry: list[int] = field(default_factory=list)
-    retry_attempts: int = 0  # the most attempts any retried callback has made
+    retry: dict[int, list[int]] = field(default_factory=dict)  # seconds to wait → ids
     split: list[int] = field(default_factory=list)
 
     def count(self, callback_id: int, state: str, reason: str | None, order: str | None) -> None:
@@ -77,6 +77,14 @@ class Claim:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def retry_delay_s(settings: Settings, attempts: int) -> int:
+    """Seconds to wait after `attempts` attempts, the last one a transient failure: doubling
+    from `retry_backoff_s`, at most half the visibility timeout (Redis hands a task held for
+    its countdown longer than that to a second worker)."""
+    delay = settings.retry_backoff_s * int(2 ** max(attempts - 1, 0))
+    return min(delay, settings.visibility_timeout_s // 2)
 
 
 def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
@@ -103,8 +111,8 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
         result.count(verdict.callback_id, state, values["reason"],
                      values.get("merchant_order_no"))
         if state == "processing":
-            result.retry.append(verdict.callback_id)
-            result.retry_attempts = max(result.retry_attempts, verdict.attempts)
+            delay = retry_delay_s(rt.settings, verdict.attempts)
+            result.retry.setdefault(delay, []).append(verdict.callback_id)
     return result
 
 
@@ -303,7 +311,9 @@ def _final_values(
         return {**values, "state": "rejected", "reason": v.rejected}
     if v.attempts >= rt.settings.max_attempts:
         return {**values, "state": "dead", "reason": problem}
-    return {**values, "state": "processing", "reason": problem}
+    # Due again after its wait: the sweeper leaves it alone until `sweep_after_s` past that.
+    due = now + timedelta(seconds=retry_delay_s(rt.settings, v.attempts))
+    return {**values, "state": "processing", "reason": problem, "enqueued_at": due}
 
 
 def _apply(

@@ -1,6 +1,7 @@
 """The sweeper: any callback not final after its deadline is enqueued again.
 
-Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
+A callback waiting out its retry delay is not overdue: its `enqueued_at` is the time its retry
+is due. Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
 LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
 """
 

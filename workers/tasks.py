@@ -32,14 +32,14 @@ def process_callbacks(ids: list[int]) -> dict[str, Any]:
     """Process stored callbacks by id; those with transient failures come back later."""
     rt = runtime.get()
     result = process_batch(rt, ids)
-    if result.retry:
-        countdown = min(2 ** result.retry_attempts, 120)  # 2 s, 4 s, 8 s … per attempt
-        process_callbacks.apply_async(args=[result.retry], countdown=countdown, retry=False)
+    for countdown, retry in result.retry.items():
+        process_callbacks.apply_async(args=[retry], countdown=countdown, retry=False)
     for callback_id in result.split:  # an earlier attempt at this batch never finished
         process_callbacks.apply_async(args=[[callback_id]], retry=False)
     _count_outcomes(rt, result.reasons)
     log.info("batch_processed", size=len(ids), split=len(result.split), **result.states)
-    return {"states": result.states, "retry": len(result.retry), "split": len(result.split)}
+    retried = sum(len(ids) for ids in result.retry.values())
+    return {"states": result.states, "retry": retried, "split": len(result.split)}
 
 
 def _count_outcomes(rt: runtime.Runtime, counts: dict[str, int]) -> None:

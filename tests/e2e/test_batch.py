@@ -1,14 +1,15 @@
 """A batch shares one transaction, yet each callback ends in its own state: a poison callback
 cannot fail its neighbours (not even one that kills its worker), and a batch processed twice
-changes nothing the second time."""
+changes nothing the second time; a transient failure waits out its delay."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ from tests.conftest import unique
 from tests.harness import Stack, store
 from workers.process import process_batch
 from workers.runtime import Runtime
+from workers.sweeper import sweep
 
 
 @pytest.fixture
@@ -185,3 +187,33 @@ def test_an_attempt_that_fails_with_an_error_is_not_taken_for_a_dead_worker(
     assert retried.split == []
     assert retried.states == {"applied": 3}
     assert [stack.callback(i)["attempts"] for i in ids] == [2, 2, 2]
+
+
+def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient failure schedules the next attempt after its delay (15 s at first); the
+    sweeper must not start a second chain of attempts meanwhile, even for a callback received
+    long ago, but does take it once `sweep_after_s` has passed beyond the retry's due time."""
+    world = stack.world
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+
+    def transient(*_: object) -> list[str]:
+        raise RuntimeError("injected transient fault")
+
+    monkeypatch.setattr(ledger.apply, "_move_money", transient)
+    result = process_batch(runtime, [callback_id])
+    assert result.retry == {15: [callback_id]}
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    with runtime.engine.begin() as conn:
+        conn.execute(update(Callback).where(Callback.id == callback_id)
+                     .values(received_at=long_ago))
+    swept: list[int] = []
+    sweep(runtime, swept.extend)
+    assert callback_id not in swept
+    with runtime.engine.begin() as conn:
+        conn.execute(update(Callback).where(Callback.id == callback_id)
+                     .values(enqueued_at=long_ago))
+    sweep(runtime, swept.extend)
+    assert callback_id in swept
