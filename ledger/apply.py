@@ -124,6 +124,9 @@ def apply_event(
             },
         )
         if seen_id is None:
+            earlier = _earlier_outcome(session, order, event)
+            if earlier is not None:  # this same callback, processed again (a replay)
+                return Applied(earlier, order.id, ())
             _history(session, order, event, Outcome.DUPLICATE, now)
             return Applied(Outcome.DUPLICATE, order.id, ())
         decision = decide(Status(order.status), event.status, Kind(order.kind))
@@ -152,6 +155,25 @@ def _check_widths(event: Incoming) -> None:
         value = getattr(event, name)
         if value is not None and len(value) > width:
             raise EventError(f"{name} has {len(value)} characters; the ledger holds {width}")
+
+
+def _earlier_outcome(session: Session, order: Order, event: Incoming) -> Outcome | None:
+    """What this callback's own earlier processing of `event` did, if it got past the dedupe:
+    a replayed callback keeps its answer (an `applied` one does not turn `duplicate`)."""
+    if event.callback_id is None:
+        return None
+    outcome = session.execute(
+        select(OrderEvent.outcome)
+        .where(
+            OrderEvent.order_id == order.id,
+            OrderEvent.callback_id == event.callback_id,
+            OrderEvent.event_id == event.event_id,
+            OrderEvent.outcome != Outcome.DUPLICATE.value,
+        )
+        .order_by(OrderEvent.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if outcome is None else Outcome(outcome)
 
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:

@@ -142,6 +142,28 @@ def test_mtpay_answer_about_another_order_confirms_nothing(stack: Stack) -> None
         assert (order["status"], order["payments"], order["history"]) == ("pending", [], [])
 
 
+def test_replaying_an_applied_callback_keeps_it_applied_and_books_nothing(stack: Stack) -> None:
+    """A replay re-processes the raw bytes: the event is already in the ledger, so nothing is
+    booked again, and the callback stays `applied` (it is the one that applied it), while a
+    second delivery of the same event is still a `duplicate`."""
+    order_no = unique()
+    stack.register("otgpay", order_no, "300.00")
+    fields = stack.world.fields("otgpay", order_no, "succeeded", "300.00")
+    first = post(stack, "otgpay", fields)
+    assert stack.wait_final([first])[0]["state"] == "applied"
+    again = post(stack, "otgpay", fields)
+    assert stack.wait_final([again])[0]["state"] == "duplicate"
+    for callback_id in (first, again):
+        status, _ = stack.api("POST", f"/api/callbacks/{callback_id}/replay")
+        assert status == 202
+    replayed = stack.wait_final([first, again])
+    assert [(r["state"], r["attempts"]) for r in replayed] == [("applied", 1), ("duplicate", 1)]
+    order = stack.order("otgpay", order_no)
+    assert order is not None
+    assert len(order["payments"]) == 1
+    assert [h["outcome"] for h in order["history"]] == ["applied", "duplicate", "duplicate"]
+
+
 def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
     """An order whose callback never came is resolved by polling; the report names it."""
     order_no = unique("LOST")
