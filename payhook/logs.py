@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -45,6 +46,16 @@ def mask_text(text: str) -> str:
     if text.lstrip().startswith(("{", "[")):
         return _JSON_MEMBER.sub(member, text)
     return _FORM_FIELD.sub(field, text)
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password in it masked: `redis://:***@host:6379/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

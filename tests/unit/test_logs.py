@@ -1,4 +1,5 @@
-"""The log format: JSON lines that keep a failure's traceback, for our code and the libraries'."""
+"""The log format: JSON lines that keep a failure's traceback, for our code and the libraries';
+and no secret in what payhook prints."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
 from payhook import logs
+from payhook.dev import _banner
 
 
 @pytest.fixture
@@ -41,3 +44,27 @@ def test_json_lines_carry_the_traceback_and_mask_secrets(json_lines: io.StringIO
         assert "KeyError: 'missing'" in line["exception"]
     assert ours["token"] == logs.MASK
     assert library["logger"] == "aiohttp.server"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        ("redis://payhook:hunter2@cache:6380/1", "redis://payhook:***@cache:6380/1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_urls_lose_their_password(url: str, shown: str) -> None:
+    """A URL is shown with its password masked and every other part as it was."""
+    assert logs.mask_url(url) == shown
+
+
+def test_dev_banner_never_prints_the_redis_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`payhook dev` tells how to start Flower on its Redis, without the Redis password."""
+    env = {"PAYHOOK_API_TOKEN": "dev-token", "PAYHOOK_REDIS_URL": "redis://:hunter2@cache:6379/0"}
+    _banner(env, 8080, tmp_path / "payhook.toml", None)
+    printed = capsys.readouterr().err
+    assert "PAYHOOK_REDIS_URL=redis://:***@cache:6379/0 celery" in printed
+    assert "hunter2" not in printed
