@@ -28,13 +28,14 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=30.0, gt=0)
     # A callback still not final this long after receipt (or after its last enqueue) is re-sent.
     sweep_after_s: float = Field(default=120.0, gt=0)
-    # Redis redelivers an unacked task after this: minutes, not Celery's default hour.
-    visibility_timeout_s: int = Field(default=300, gt=0)
+    # Redis redelivers an unacked task after this: minutes, not Celery's default hour. It bounds
+    # a task's time limit plus its retry countdown (workers/process.py).
+    visibility_timeout_s: int = Field(default=600, gt=0)
     # The Celery queue (and Redis key prefix): separate deployments sharing one Redis use their own.
     queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)
-    # The wait after a transient failure, doubling per attempt (15 s, 30 s, 1 min, 2 min …), so
-    # the attempts span minutes of provider trouble, not one.
+    # The wait after a transient failure, doubling per attempt (15 s, 30 s, 1 min, 2 min, 4 min),
+    # so the attempts span minutes of provider trouble, not one.
     retry_backoff_s: int = Field(default=15, gt=0)
     # A task running longer is killed (a hung provider query, a runaway callback) and counts as
     # an attempt; under the visibility timeout, so Redis never hands a running task to another.

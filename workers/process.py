@@ -33,6 +33,7 @@ from providers.errors import QueryError, QueryNotFound, Rejected
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+LOST = "worker_lost"  # the reason of a callback whose every attempt died with its worker
 
 
 @dataclass
@@ -81,10 +82,11 @@ def now_utc() -> datetime:
 
 def retry_delay_s(settings: Settings, attempts: int) -> int:
     """Seconds to wait after `attempts` attempts, the last one a transient failure: doubling
-    from `retry_backoff_s`, at most half the visibility timeout (Redis hands a task held for
-    its countdown longer than that to a second worker)."""
+    from `retry_backoff_s`. A worker holds the retry task, unacknowledged, for its countdown
+    and then its run, and Redis hands a task held past the visibility timeout to a second
+    worker; so the wait is at most the visibility timeout less the task time limit."""
     delay = settings.retry_backoff_s * int(2 ** max(attempts - 1, 0))
-    return min(delay, settings.visibility_timeout_s // 2)
+    return min(delay, settings.visibility_timeout_s - settings.task_time_limit_s)
 
 
 def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
@@ -114,9 +116,6 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
             delay = retry_delay_s(rt.settings, verdict.attempts)
             result.retry.setdefault(delay, []).append(verdict.callback_id)
     return result
-
-
-LOST = "worker_lost"
 
 
 def _claim(rt: Runtime, ids: list[int]) -> Claim:

@@ -38,7 +38,7 @@ def process_callbacks(ids: list[int]) -> dict[str, Any]:
         process_callbacks.apply_async(args=[[callback_id]], retry=False)
     _count_outcomes(rt, result.reasons)
     log.info("batch_processed", size=len(ids), split=len(result.split), **result.states)
-    retried = sum(len(ids) for ids in result.retry.values())
+    retried = sum(len(batch) for batch in result.retry.values())
     return {"states": result.states, "retry": retried, "split": len(result.split)}
 
 
