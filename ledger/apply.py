@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Table, insert, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import String, Table, insert, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.db import insert_ignore
 from ledger.models import Journal, Order, OrderEvent, Payment, Posting, ProviderEventSeen
@@ -54,9 +55,22 @@ class Incoming:
     poll_after: datetime | None = None
 
 
-# The provider's strings the ledger keeps, and the widths of their columns.
-_WIDTHS = {"merchant_order_no": 128, "provider_order_no": 128, "event_id": 160,
-           "provider_status": 32, "currency": 3}
+def _width(column: InstrumentedAttribute[Any]) -> int:
+    kind = column.property.columns[0].type
+    assert isinstance(kind, String)
+    assert kind.length is not None
+    return kind.length
+
+
+# The provider's strings the ledger keeps, and the widths of the columns they go in (read from
+# the models, so a migration that widens a column widens the check).
+_WIDTHS = {
+    "merchant_order_no": _width(Order.merchant_order_no),
+    "provider_order_no": _width(Order.provider_order_no),
+    "event_id": _width(ProviderEventSeen.event_id),
+    "provider_status": _width(ProviderEventSeen.provider_status),
+    "currency": _width(Order.currency),
+}
 
 
 class EventError(ValueError):
