@@ -1,6 +1,10 @@
 """Polling claimed orders: ask each provider (concurrently, within the account's budget and
 breaker), then apply what it says through the ledger's rules (`source: poll`), one savepoint
 per order, and schedule each still-pending order's next query by its backoff.
+
+An answer the ledger cannot take (about another order, an amount the currency cannot hold, a
+field wider than its column) changes nothing and flags the order for review; the order keeps
+its backoff, so it is not asked again at every lease as if the pass had failed.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.apply import apply_event
+from ledger.apply import EventError, apply_event
 from ledger.models import Order
-from ledger.money import to_minor
+from ledger.money import AmountError, to_minor
 from ledger.status import Kind, Outcome, Status
 from payhook.accounts import Account
 from providers.base import OrderKind, OrderRef, ProviderEvent
@@ -143,10 +147,18 @@ def _apply_one(
 ) -> None:
     if event.merchant_order_no != order.merchant_order_no:
         # The provider answered about another order: never let it touch this one.
-        polled.flags.append("wrong_order_in_reply")
+        _unusable(order, polled, "wrong_order_in_reply", f"answered {event.merchant_order_no}")
         return
     incoming = account.incoming(event, "poll")
-    applied = apply_event(session, incoming, now)
+    try:
+        with session.begin_nested():
+            applied = apply_event(session, incoming, now)
+    except AmountError as exc:
+        _unusable(order, polled, "bad_amount_in_reply", str(exc))
+        return
+    except EventError as exc:
+        _unusable(order, polled, "malformed_reply", str(exc))
+        return
     polled.outcomes.append(applied.outcome.value)
     polled.seen.append(event.provider_status)
     polled.flags.extend(f for f in applied.flags if f not in polled.flags)
@@ -155,6 +167,14 @@ def _apply_one(
         polled.amount_mismatch = polled.amount_mismatch or _amount_differs(order, event)
     if applied.outcome is Outcome.CONFLICT and "conflicting_status" not in polled.flags:
         polled.flags.append("conflicting_status")
+
+
+def _unusable(order: Order, polled: Polled, reason: str, detail: str) -> None:
+    """Flag `order` for an answer it could not take (once per reason)."""
+    log.warning("poll_reply_unusable", order_id=order.id, reason=reason, detail=detail[:200])
+    if reason not in polled.flags:
+        polled.flags.append(reason)
+    flag(order, reason)
 
 
 def _amount_differs(order: Order, event: ProviderEvent) -> bool:

@@ -7,10 +7,12 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select
 
-from ledger.models import OrderEvent, ReconcileRun
+from ledger.models import OrderEvent, Payment, ProviderEventSeen, ReconcileRun
 from providers.http import QueryHttp, RetryPolicy
 from reconcile.runner import run_pass
 from tests.reconcile.conftest import Recon
@@ -97,6 +99,49 @@ def test_not_found_and_amount_mismatch_are_reported(recon: Recon) -> None:
     assert recon.order("NF1").next_poll_at is not None
     assert json.loads(recon.order("AM1").review_reasons) == ["amount_mismatch"]
     assert sorted(report["alerts"]["sent"]) == []  # no SMS configured: log lines only
+
+
+@pytest.mark.parametrize(
+    ("reason", "change"),
+    [
+        ("bad_amount_in_reply", {"depositAmount": "99.001"}),  # finer than CNY's fen
+        ("malformed_reply", {"orderNo": "X" * 129}),  # wider than the ledger's column
+        ("wrong_order_in_reply", {"merchantOrderNo": "SOMEONE-ELSE"}),
+    ],
+)
+def test_an_answer_the_ledger_cannot_take_flags_the_order_and_keeps_its_backoff(
+    recon: Recon, reason: str, change: dict[str, Any]
+) -> None:
+    """A success the ledger cannot hold as the provider states it changes nothing (no payment,
+    no history, no dedupe row that would make the next answer a duplicate), flags the order for
+    review with the reason, and the order is asked again by its backoff, where before it came
+    back at every claim lease, unflagged, for ever."""
+    recon.register("UA1")
+    recon.mtpay.set("UA1", "SUCCESS")
+    recon.mtpay.orders["UA1"].update(change)
+    recon.clock.advance(seconds=901)
+    report = recon.pass_()
+    assert recon.mtpay.count("UA1") == 1
+    order = recon.order("UA1")
+    assert (order.status, order.paid_minor, order.needs_review) == ("pending", 0, True)
+    assert json.loads(order.review_reasons) == [reason]
+    assert order.poll_attempts == 1
+    assert order.next_poll_at == recon.clock() + timedelta(seconds=300)
+    review = {o["order"]: o["reasons"] for o in report["needs_review"]["orders"]}
+    assert review == {"mtpay/default/UA1": [reason]}
+    assert report["resolved_by_poll"]["count"] == 0
+    with recon.sessions() as session:
+        for table in (OrderEvent, ProviderEventSeen, Payment):
+            rows = select(func.count()).select_from(table).where(table.order_id == order.id)
+            assert session.execute(rows).scalar_one() == 0, table.__name__
+    # Once the provider's record is right, the next pass in the backoff applies it.
+    recon.mtpay.set("UA1", "SUCCESS")
+    recon.clock.advance(seconds=300)
+    recon.pass_()
+    assert recon.mtpay.count("UA1") == 2
+    order = recon.order("UA1")
+    assert (order.status, order.paid_minor) == ("succeeded", 10000)
+    assert json.loads(order.review_reasons) == [reason]
 
 
 def test_seven_days_pending_is_flagged_unresolved_and_polling_stops(recon: Recon) -> None:
