@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from types import FrameType
+from typing import Any, NamedTuple, NoReturn
 
 from sqlalchemy import Engine
 
@@ -307,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="under 3 minutes, same measures")
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args(argv)
+    # Stopped by SIGTERM (`kill`, a CI timeout), a run unwinds as on Ctrl-C: its processes are
+    # stopped and its database and queue removed, instead of left behind.
+    signal.signal(signal.SIGTERM, _terminated)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="payhook-bench-") as tmp:
         doc = run(QUICK if args.quick else FULL, args.quick, Path(tmp))
@@ -316,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(doc))
     print(f"\nJSON: {args.json} ({doc['duration_s']:.0f} s)")
     return 0
+
+
+def _terminated(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

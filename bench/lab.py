@@ -135,8 +135,10 @@ class Lab:
         """Run `python -m MODULE ARGS… OUT_PATH` to completion; the JSON it wrote there."""
         proc = Proc(name, [PYTHON, "-m", *module_args, str(out_path)], env, self.workdir,
                     cpu=cpu)
-        code = proc.popen.wait()
-        proc.stop()
+        try:
+            code = proc.popen.wait()
+        finally:  # also when the bench itself is stopped: never leave the child running
+            proc.stop()
         if code != 0:
             raise RuntimeError(f"{name} failed ({code}); see {self.workdir}/{name}.log")
         result: dict[str, Any] = json.loads(out_path.read_text())
