@@ -74,8 +74,8 @@ _WIDTHS = {
 
 
 class EventError(ValueError):
-    """An event the ledger cannot hold as it is: a field wider than its column (never
-    retryable; PostgreSQL would refuse the row on every attempt)."""
+    """An event the ledger cannot hold as it is: a field wider than its column, or with a NUL
+    or a lone surrogate (never retryable; PostgreSQL would refuse the row on every attempt)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def apply_event(
     `locked`: orders this transaction already holds (from `lock_orders`); an order created
     here is added to it.
     """
-    _check_widths(event)
+    check_fields(event)
     key = (event.provider, event.account, event.merchant_order_no)
     if locked is not None and key in locked:
         order, created = locked[key], False
@@ -164,11 +164,26 @@ def apply_event(
         return Applied(decision.outcome, order.id, tuple(flags))
 
 
-def _check_widths(event: Incoming) -> None:
+def check_fields(event: object) -> None:
+    """Raise `EventError` if a provider string of `event` (an `Incoming`, or a provider event
+    with the same field names) cannot be stored: wider than its column, or holding a NUL or a
+    lone surrogate, which PostgreSQL's text refuses (SQLite would store them)."""
     for name, width in _WIDTHS.items():
-        value = getattr(event, name)
-        if value is not None and len(value) > width:
+        value: str | None = getattr(event, name)
+        if value is None:
+            continue
+        if len(value) > width:
             raise EventError(f"{name} has {len(value)} characters; the ledger holds {width}")
+        if "\x00" in value or not _encodable(value):
+            raise EventError(f"{name} holds a NUL or a character UTF-8 cannot encode")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _earlier_outcome(session: Session, order: Order, event: Incoming) -> Outcome | None:
@@ -335,4 +350,7 @@ def _history(
     )
 
 
-__all__ = ["Applied", "Decision", "Incoming", "apply_event", "ledger_accounts", "lock_orders"]
+__all__ = [
+    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields",
+    "ledger_accounts", "lock_orders",
+]

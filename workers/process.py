@@ -5,6 +5,12 @@ processing kills its worker (out of memory, a crash, the task time limit) is see
 redelivery: its batch is split and each callback sent again alone, and after `max_attempts`
 such attempts it is `dead` (reason `worker_lost`) instead of being redelivered forever.
 
+An attempt that fails with an error a retry can cure (the database or a provider away) is
+ended and the task retries the batch. Any other error (a bug, an input nothing here foresaw)
+is treated as a death: the attempt stays marked running, the batch is split at once, and the
+culprit alone ends `dead` after `max_attempts`, instead of taking its neighbours down with it
+at every sweep, for ever.
+
 Judging runs outside any transaction (CPU and provider queries). Applying runs in one
 transaction with a savepoint per callback, so the round trip and the commit are shared while
 each callback still ends in its own state and one bad callback cannot fail its neighbours.
@@ -20,20 +26,24 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ledger.apply import EventError, OrderKey, apply_event, lock_orders
+from ledger.apply import EventError, OrderKey, apply_event, check_fields, lock_orders
 from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest
 from payhook.accounts import Account
 from payhook.settings import Settings
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
-from providers.errors import QueryError, QueryNotFound, Rejected
+from providers.errors import QueryError, QueryNotFound, Rejected, Transient
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 LOST = "worker_lost"  # the reason of a callback whose every attempt died with its worker
+# The errors a retry of the whole batch can cure: the database or a provider away. The task
+# retries on these (its `autoretry_for`); any other error is treated as a death.
+RETRYABLE: tuple[type[Exception], ...] = (OperationalError, Transient)
 
 
 @dataclass
@@ -105,8 +115,18 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
         except Exception as exc:  # one callback failed the shared transaction: redo, isolated
             log.warning("batch_apply_failed", error=str(exc)[:200], size=len(verdicts))
             finals = _write(rt, ids, verdicts, isolate=True)
-    except Exception:  # the attempt ended (the task retries it), its worker did not die
+    except RETRYABLE:  # the attempt ended (the task retries it), its worker did not die
         _release(rt, [cb.id for cb in claim.rows])
+        raise
+    except Exception:
+        # Not retryable: left marked running, as if the worker had died. Several callbacks are
+        # each sent again alone now, so the neighbours apply; alone, the culprit is tried again
+        # by the sweeper until it ends `dead` (`worker_lost`) after `max_attempts`.
+        log.exception("batch_attempt_failed", size=len(claim.rows),
+                      callback_ids=[cb.id for cb in claim.rows][:16])
+        if len(claim.rows) > 1:
+            result.split = [cb.id for cb in claim.rows]
+            return result
         raise
     for verdict, values in finals:
         state = str(values["state"])
@@ -185,8 +205,13 @@ def _judge(rt: Runtime, cb: Callback) -> Verdict:
     )
     try:
         event = account.provider.parse_callback(raw, account.config)
+        check_fields(event)  # before a query is built from them or a row written with them
     except Rejected as exc:
         verdict.rejected = exc.reason
+        return verdict
+    except EventError as exc:
+        log.warning("callback_malformed", callback_id=cb.id, error=str(exc))
+        verdict.rejected = "malformed"
         return verdict
     except Exception as exc:  # an adapter bug is a rejection to look at, never a crash loop
         log.exception("adapter_error", callback_id=cb.id)
@@ -220,6 +245,10 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
             return
         except QueryError as exc:
             v.transient = f"query:{type(exc).__name__}:{exc.code}"[:64]
+            return
+        except Exception as exc:  # an adapter bug: this callback's attempt only, never the batch
+            log.exception("query_adapter_error", callback_id=v.callback_id)
+            v.transient = f"query:{type(exc).__name__}"[:64]
             return
         if not events:
             v.rejected = "unconfirmed"

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import OperationalError
 
 from payhook.broker import PROCESS_TASK, RECONCILE_TASK, SWEEP_TASK
-from providers.errors import Transient
 from reconcile.runner import run_pass
 from workers import runtime
 from workers.app import app
-from workers.process import process_batch
+from workers.process import RETRYABLE, process_batch
 from workers.sweeper import sweep
 
 log = structlog.get_logger(__name__)
@@ -22,7 +20,7 @@ log = structlog.get_logger(__name__)
     name=PROCESS_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, Transient),
+    autoretry_for=RETRYABLE,
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,

@@ -4,6 +4,7 @@ changes nothing the second time; a transient failure waits out its delay."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from ledger.db import make_engine, make_sessionmaker
 from ledger.models import Callback, Order
 from payhook.accounts import load_accounts
 from payhook.settings import Settings
+from providers.base import HttpRequest
 from tests.conftest import unique
 from tests.harness import Stack, store
 from workers.process import process_batch
@@ -45,15 +47,16 @@ def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime
         ("", "5.001", "bad_amount"),
         ("", "100000000000000000000.00", "bad_amount"),
         ("M" * 129, "5.00", "malformed"),
+        ("M\x00NUL", "5.00", "malformed"),
     ],
-    ids=["finer_than_cents", "beyond_bigint", "order_no_too_long"],
+    ids=["finer_than_cents", "beyond_bigint", "order_no_too_long", "order_no_with_nul"],
 )
 def test_poison_callback_does_not_fail_its_neighbours(
     stack: Stack, runtime: Runtime, order_no: str, amount: str, reason: str
 ) -> None:
     """A callback the ledger cannot hold (an amount finer than the currency's unit or beyond
-    what it can hold, an order number wider than its column) is rejected alone, at once; the
-    rest of its batch applies."""
+    what it can hold, an order number wider than its column or with a character PostgreSQL's
+    text refuses) is rejected alone, at once; the rest of its batch applies."""
     world = stack.world
     good = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
             for _ in range(4)]
@@ -66,6 +69,29 @@ def test_poison_callback_does_not_fail_its_neighbours(
     records = [stack.callback(i) for i in ids]
     assert [r["state"] for r in records] == ["applied", "applied", "rejected", "applied",
                                              "applied"]
+
+
+@pytest.mark.parametrize("order_no", ["M\x00NUL", "M\ud800"], ids=["nul", "lone_surrogate"])
+def test_an_unsigned_claim_with_an_unstorable_order_number_is_rejected_before_any_query(
+    stack: Stack, runtime: Runtime, order_no: str
+) -> None:
+    """Anyone can post an unsigned OPay callback. One whose order number holds a character
+    PostgreSQL's text refuses (or UTF-8 cannot encode) is `malformed` at once: before, building
+    its query raised, or writing its row did, and its whole batch came back at every sweep."""
+    world = stack.world
+    good = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
+            for _ in range(2)]
+    body = json.dumps({"data": {"outOrderNo": order_no, "orderNo": "X1", "payNo": "P1",
+                                "status": "SUCCESS", "amount": "5.00", "currency": "NGN"}})
+    claim = HttpRequest("POST", "/callbacks/opay", {"Content-Type": "application/json",
+                                                    "X-Opay-Tranid": "T1"}, body.encode())
+    queried = dict(stack.world.queries)
+    ids = store(runtime.engine, [good[0], claim, good[1]])
+    result = process_batch(runtime, ids)
+    assert result.states == {"applied": 2, "rejected": 1}
+    assert result.reasons["rejected|malformed"] == 1
+    assert [stack.callback(i)["state"] for i in ids] == ["applied", "rejected", "applied"]
+    assert stack.world.queries == queried  # nothing was asked of the provider
 
 
 def test_an_order_created_by_a_rolled_back_callback_is_created_again(
@@ -166,6 +192,74 @@ def test_a_callback_that_kills_its_worker_ends_dead_alone(
     assert [records[i]["attempts"] for i in ids if i != killer] == [2] * 4
 
 
+def test_an_unexpected_error_is_taken_for_a_death_and_ends_the_culprit_dead_alone(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error no retry can cure (a bug, an input nothing foresaw) used to release the
+    attempt and fail the task: the sweeper then sent the same batch again, for ever, and its
+    neighbours never finished. Now the batch is split at once, the neighbours apply, and the
+    culprit, tried alone, ends `dead` after `max_attempts` (3)."""
+    world = stack.world
+    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
+                                                                    "succeeded", "5.00"))
+                                 for _ in range(4)])
+    culprit = ids[1]
+    judge = workers.process._judge
+
+    def breaks_on_the_culprit(rt: Runtime, cb: Callback) -> workers.process.Verdict:
+        if cb.id == culprit:
+            raise KeyError("an adapter bug")
+        return judge(rt, cb)
+
+    monkeypatch.setattr(workers.process, "_judge", breaks_on_the_culprit)
+    first = process_batch(runtime, ids)
+    assert (first.split, first.states) == (ids, {})
+    for callback_id in ids:
+        if callback_id == culprit:
+            with pytest.raises(KeyError):
+                process_batch(runtime, [callback_id])
+        else:
+            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    with pytest.raises(KeyError):
+        process_batch(runtime, [culprit])
+    assert process_batch(runtime, [culprit]).reasons == {"dead|worker_lost": 1}
+    records = {i: stack.callback(i) for i in ids}
+    assert (records[culprit]["state"], records[culprit]["attempts"]) == ("dead", 3)
+    assert [records[i]["state"] for i in ids if i != culprit] == ["applied"] * 3
+
+
+def test_a_query_that_breaks_fails_its_own_callback_not_the_batch(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirming query that raises something other than a query error (an adapter bug) is
+    that callback's transient failure: it waits for its retry, and its batch applies."""
+    world = stack.world
+    claims = []
+    for _ in range(2):
+        fields = world.fields("mtpay", unique(), "succeeded", "5.00")
+        world.publish("mtpay", fields)  # what the provider's query answers
+        claims.append(world.callback("mtpay", fields))
+    signed = world.callback("otgpay", world.fields("otgpay", unique(), "succeeded", "5.00"))
+    ids = store(runtime.engine, [claims[0], signed, claims[1]])
+    provider = runtime.accounts.get("mtpay", "default")
+    assert provider is not None
+    query = type(provider.provider).query
+    calls: list[str] = []
+
+    async def breaks_once(self: object, *args: object) -> object:
+        calls.append("query")
+        if len(calls) == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return await query(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(provider.provider), "query", breaks_once)
+    result = process_batch(runtime, ids)
+    assert result.split == []
+    assert result.states == {"applied": 2, "processing": 1}
+    assert result.reasons["processing|query:UnicodeEncodeError"] == 1
+    assert [stack.callback(i)["state"] for i in ids].count("applied") == 2
+
+
 def test_an_attempt_that_fails_with_an_error_is_not_taken_for_a_dead_worker(
     stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -217,3 +311,4 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
                      .values(enqueued_at=long_ago))
     sweep(runtime, swept.extend)
     assert callback_id in swept
+
