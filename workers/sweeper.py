@@ -1,7 +1,10 @@
 """The sweeper: any callback not final after its deadline is enqueued again.
 
 A callback waiting out its retry delay is not overdue: its `enqueued_at` is the time its retry
-is due. Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
+is due. Nor is one with an attempt running (`claimed_at`) until that attempt is past the task
+time limit, by which time it has ended or its worker is gone: sending it again sooner would
+start a second attempt beside the first, and the second, finding the first unfinished, could
+take the callback for one that kills its worker. Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
 LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
 """
 
@@ -25,6 +28,7 @@ def sweep(rt: Runtime, enqueue: Callable[[list[int]], object]) -> int:
     """Claim overdue non-final callbacks, enqueue them in chunks; how many were enqueued."""
     now = datetime.now(UTC)
     deadline = now - timedelta(seconds=rt.settings.sweep_after_s)
+    running_since = now - timedelta(seconds=rt.settings.task_time_limit_s)
     with rt.sessions.begin() as session:
         ids = list(
             session.execute(
@@ -33,6 +37,7 @@ def sweep(rt: Runtime, enqueue: Callable[[list[int]], object]) -> int:
                     Callback.state.in_(NON_FINAL),
                     Callback.received_at < deadline,
                     or_(Callback.enqueued_at.is_(None), Callback.enqueued_at < deadline),
+                    or_(Callback.claimed_at.is_(None), Callback.claimed_at < running_since),
                 )
                 .order_by(Callback.received_at)
                 .limit(LIMIT)

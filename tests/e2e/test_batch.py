@@ -312,3 +312,25 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
     sweep(runtime, swept.extend)
     assert callback_id in swept
 
+
+def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_limit(
+    stack: Stack, runtime: Runtime
+) -> None:
+    """An attempt that takes longer than `sweep_after_s` (slow provider queries) is still
+    running: a second attempt beside it would find the first unfinished and could count the
+    callback as one that kills its worker. The sweeper waits out the task time limit."""
+    world = stack.world
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(hours=1)
+    limit = timedelta(seconds=runtime.settings.task_time_limit_s)
+    swept: list[int] = []
+    for claimed_at, expected in ((now, False), (now - limit + timedelta(seconds=30), False),
+                                 (now - limit - timedelta(seconds=30), True)):
+        with runtime.engine.begin() as conn:
+            conn.execute(update(Callback).where(Callback.id == callback_id).values(
+                received_at=long_ago, enqueued_at=None, claimed_at=claimed_at, attempts=1))
+        swept.clear()
+        sweep(runtime, swept.extend)
+        assert (callback_id in swept) is expected, claimed_at
