@@ -4,7 +4,9 @@ A callback waiting out its retry delay is not overdue: its `enqueued_at` is the 
 is due. Nor is one with an attempt running (`claimed_at`) until that attempt is past the task
 time limit, by which time it has ended or its worker is gone: sending it again sooner would
 start a second attempt beside the first, and the second, finding the first unfinished, could
-take the callback for one that kills its worker. Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
+take the callback for one that kills its worker.
+
+Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
 LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
 """
 
