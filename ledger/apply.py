@@ -158,7 +158,7 @@ def apply_event(
             order.poll_attempts = 0
         if event.provider_order_no and not order.provider_order_no:
             order.provider_order_no = event.provider_order_no
-        _flag(order, flags)
+        flag_order(order, flags)
         order.updated_at = now
         _history(session, order, event, decision.outcome, now)
         return Applied(decision.outcome, order.id, tuple(flags))
@@ -321,7 +321,8 @@ def _insert_id(session: Session, table: Table, values: dict[str, object]) -> int
     return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
 
 
-def _flag(order: Order, flags: list[str]) -> None:
+def flag_order(order: Order, flags: list[str]) -> None:
+    """Add each of `flags` to the order's review reasons (once) and mark it for review."""
     if not flags:
         return
     reasons: list[str] = json.loads(order.review_reasons)
@@ -351,6 +352,6 @@ def _history(
 
 
 __all__ = [
-    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields",
+    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields", "flag_order",
     "ledger_accounts", "lock_orders",
 ]

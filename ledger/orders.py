@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ledger.apply import flag_order
 from ledger.db import insert_ignore
 from ledger.models import Order
 from ledger.status import Kind, Status
@@ -65,14 +67,33 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     if created:
         return order, True
     if not order.registered:
-        # A callback got here first; the merchant's registration fills in what it expected.
+        # A callback got here first; the merchant's registration fills in what it expected,
+        # and what was paid already is held against it, as it would have been on arrival.
         order.registered = True
         order.kind, order.amount_minor = spec.kind.value, spec.amount_minor
         order.customer_phone = spec.customer_phone
+        flag_order(order, _paid_differs(order, spec))
+        order.currency = spec.currency
         order.updated_at = now
         return order, True
-    stored = (order.kind, order.amount_minor, order.currency, order.provider_order_no)
-    asked = (spec.kind.value, spec.amount_minor, spec.currency, spec.provider_order_no)
-    if stored != asked:
+    stored = (order.kind, order.amount_minor, order.currency)
+    asked = (spec.kind.value, spec.amount_minor, spec.currency)
+    # A callback fills in the provider's order number when the registration left it out: a
+    # repeat that leaves it out again is the same request, whatever was filled in since.
+    if stored != asked or spec.provider_order_no not in (None, order.provider_order_no):
         raise OrderConflict(spec.merchant_order_no)
     return order, False
+
+
+def _paid_differs(order: Order, spec: OrderSpec) -> list[str]:
+    """The review reasons a payment booked before the registration calls for: another currency,
+    or another amount than registered (unless the provider's status said so already, or the
+    order is an open static VA, or the registration has no amount)."""
+    if not order.paid_minor or spec.kind is Kind.STATIC_VA:
+        return []
+    if order.currency != spec.currency:
+        return ["currency_mismatch"]
+    explained = {"partial_payment", "overpayment"} & set(json.loads(order.review_reasons))
+    if spec.amount_minor and order.paid_minor != spec.amount_minor and not explained:
+        return ["amount_mismatch"]
+    return []

@@ -10,7 +10,6 @@ its backoff, so it is not asked again at every lease as if the pass had failed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.apply import EventError, apply_event
+from ledger.apply import EventError, apply_event, flag_order
 from ledger.models import Order
 from ledger.money import AmountError, to_minor
 from ledger.status import Kind, Outcome, Status
@@ -189,8 +188,4 @@ def _amount_differs(order: Order, event: ProviderEvent) -> bool:
 
 def flag(order: Order, reason: str) -> None:
     """Add `reason` to the order's review reasons (once) and mark it for review."""
-    reasons: list[str] = json.loads(order.review_reasons)
-    if reason not in reasons:
-        reasons.append(reason)
-    order.review_reasons = json.dumps(reasons)
-    order.needs_review = True
+    flag_order(order, [reason])

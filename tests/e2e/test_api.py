@@ -131,6 +131,49 @@ def test_order_registration_repeats(stack: Stack) -> None:
     assert stack.api("GET", "/api/orders/opay/NOPE")[0] == 404
 
 
+def test_a_repeat_registration_is_still_identical_after_a_callback(stack: Stack) -> None:
+    """A callback fills in the provider's order number the registration left out; the
+    merchant's retry of the same registration is still an identical repeat (200), and one
+    that names another provider order number is a conflict (409)."""
+    number = unique()
+    order = {"provider": "opay", "merchant_order_no": number, "kind": "payment",
+             "amount": "12.50", "currency": "NGN"}
+    assert stack.api("POST", "/api/orders", order)[0] == 201
+    fields = stack.world.fields("opay", number, "succeeded", "12.50")
+    _, _, callback_id = stack.post(stack.world.callback("opay", fields))
+    assert stack.wait_final([callback_id])[0]["state"] == "applied"
+    status, body = stack.api("GET", f"/api/orders/opay/{number}")
+    assert (status, body["provider_order_no"]) == (200, fields["orderNo"])
+    assert stack.api("POST", "/api/orders", order)[0] == 200
+    assert stack.api("POST", "/api/orders", {**order, "provider_order_no": fields["orderNo"]})[
+        0] == 200
+    assert stack.api("POST", "/api/orders", {**order, "provider_order_no": "OTHER"})[0] == 409
+
+
+@pytest.mark.parametrize(("registered", "paid", "reasons"), [
+    ("300.00", "100.00", ["unregistered_order", "amount_mismatch"]),
+    ("100.00", "100.00", ["unregistered_order"]),
+])
+def test_registering_an_order_a_callback_paid_first_checks_what_was_paid(
+    stack: Stack, registered: str, paid: str, reasons: list[str]
+) -> None:
+    """A payment that arrived before the merchant registered its order is held against the
+    registration as it would have been on arrival: another amount flags `amount_mismatch`."""
+    number = unique()
+    fields = stack.world.fields("opay", number, "succeeded", paid)
+    _, _, callback_id = stack.post(stack.world.callback("opay", fields))
+    assert stack.wait_final([callback_id])[0]["state"] == "applied"
+    order = {"provider": "opay", "merchant_order_no": number, "kind": "payment",
+             "amount": registered, "currency": "NGN"}
+    assert stack.api("POST", "/api/orders", order)[0] == 201
+    assert stack.api("POST", "/api/orders", order)[0] == 200
+    status, body = stack.api("GET", f"/api/orders/opay/{number}")
+    assert status == 200
+    assert (body["amount"], body["paid_amount"], body["status"]) == (registered, paid,
+                                                                     "succeeded")
+    assert (body["review_reasons"], body["needs_review"]) == (reasons, True)
+
+
 def test_callback_detail_masks_secrets_in_headers_and_body(stack: Stack) -> None:
     """OPay sends its clientAuthKey as a header and again in the body: the API shows neither
     (nor the signature, masked like the signature headers), and the rest of the body as
