@@ -125,18 +125,23 @@ def apply_answer(
         # apply_event locks and updates this same identity-mapped Order object.
         _apply_one(session, account, order, event, polled, now)
     polled.status_after = order.status
-    if answer.error in ("skipped", "transient") or order.status != Status.PENDING.value:
-        return polled  # a skipped or busy query is retried when the claim's lease ends
-    order.poll_attempts += 1
-    steps = schedule or (86400,)
-    order.next_poll_at = now + timedelta(seconds=steps[min(order.poll_attempts, len(steps)) - 1])
+    if order.status != Status.PENDING.value:
+        return polled
+    # A skipped or busy query is not an attempt: it is retried when the claim's lease ends,
+    # but not past the give-up age, whatever the provider keeps answering.
+    if answer.error not in ("skipped", "transient"):
+        order.poll_attempts += 1
+        steps = schedule or (86400,)
+        order.next_poll_at = now + timedelta(
+            seconds=steps[min(order.poll_attempts, len(steps)) - 1])
+        order.updated_at = now
     too_old = now - order.created_at >= timedelta(seconds=give_up_after_s)
     if too_old and order.kind != Kind.STATIC_VA.value:
         # An open static VA stays pending by design; anything else this old a person must see.
         order.next_poll_at = None
         flag(order, "unresolved")
         polled.unresolved = True
-    order.updated_at = now
+        order.updated_at = now
     return polled
 
 

@@ -162,6 +162,31 @@ def test_seven_days_pending_is_flagged_unresolved_and_polling_stops(recon: Recon
     assert recon.mtpay.count("OLD1") == 1
 
 
+def test_an_order_the_provider_is_always_busy_about_is_given_up_after_seven_days(
+    recon: Recon,
+) -> None:
+    """A busy answer is not an attempt (the order comes back when its claim's lease ends), but
+    a provider that answers busy for a week does not keep the order polled for ever: it is
+    flagged `unresolved` like any other order pending that long."""
+    recon.register("BUSY1")
+    recon.mtpay.set("BUSY1", "SUCCESS")
+    recon.mtpay.busy = True
+    recon.clock.advance(seconds=901)
+    recon.pass_()
+    order = recon.order("BUSY1")
+    assert (order.poll_attempts, order.needs_review) == (0, False)
+    assert order.next_poll_at is not None
+    asked = recon.mtpay.count("BUSY1")
+    assert asked >= 1
+    recon.clock.advance(days=7)
+    report = recon.pass_()
+    assert recon.mtpay.count("BUSY1") > asked
+    assert [o["order"] for o in report["unresolved"]["orders"]] == ["mtpay/default/BUSY1"]
+    order = recon.order("BUSY1")
+    assert (order.status, order.next_poll_at) == ("pending", None)
+    assert json.loads(order.review_reasons) == ["unresolved"]
+
+
 def test_queued_run_is_taken_over_and_finished(recon: Recon) -> None:
     """A run queued by the API (state `queued`) is the one the pass fills in and finishes."""
     with recon.sessions.begin() as session:
