@@ -111,16 +111,18 @@ def claim_due(
 
 def bring_forward(
     session: Session, now: datetime, provider: str, account: str, *, limit: int,
-    created_before: datetime,
+    created_before: datetime, leased_until: datetime,
 ) -> int:
     """Make up to `limit` of an account's pending orders (created before `created_before`,
     not static VAs) due now, soonest due first; how many moved. Used when a provider is silent.
+    Orders due no later than `leased_until` are left alone: a pass may hold them under its claim
+    lease (and the rest are due soon anyway), and a second pass must not query them again.
     """
     ids_stmt = (
         select(Order.id)
         .where(
             Order.status == PENDING,
-            Order.next_poll_at > now,
+            Order.next_poll_at > leased_until,
             *scoped(provider, account),
             Order.created_at <= created_before,
             Order.kind != "static_va",

@@ -106,7 +106,8 @@ def _check_silence(ctx: PassContext, report: PassReport, accounts: list[Account]
     with ctx.sessions.begin() as session:
         for found in find_silent(session, accounts, now, cfg.silence_window_s):
             tightened = tighten(session, ctx.redis, cfg.redis_prefix, found, now,
-                                window_s=cfg.silence_window_s, limit=cfg.silence_bring_forward)
+                                window_s=cfg.silence_window_s, limit=cfg.silence_bring_forward,
+                                lease_s=cfg.claim_lease_s)
             log.warning("provider_silent", account=f"{found.provider}/{found.account}",
                         window_s=cfg.silence_window_s, brought_forward=tightened.brought_forward)
             report.silence.append(tightened)

@@ -1,8 +1,9 @@
 """Provider silence: an account with stale pending orders but no callback for a while.
 
 Callbacks may be lost wholesale (a provider outage, a firewall change, a wrong callback URL).
-A silent account gets its oldest pending orders made due at once (at most once per window,
-across processes) and an alert; the finding goes into the pass report.
+A silent account gets its oldest pending orders made due at once (once per silence, across
+processes: a quiet account is not queried every window against its orders' backoff) and an
+alert; the finding goes into the pass report. Orders given up on (`unresolved`) do not count.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from reconcile.due import PENDING, bring_forward, scoped
 
 #: How many of a provider's newest callbacks are read to find each account's latest.
 SCAN = 5000
+#: How long one silence brings orders forward once: an account silent longer (or never heard
+#: from) has them brought forward again a day later.
+_EPISODE_S = 86400
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def _aware(value: object) -> datetime:
 
 
 def has_stale_pending(session: Session, account: Account, cutoff: datetime) -> bool:
-    """Whether the account has a pending order (not an open static VA) created before `cutoff`."""
+    """Whether the account has a pending order still polled (not an open static VA, not given
+    up on) created before `cutoff`."""
     found = session.execute(
         select(Order.id)
         .where(
@@ -73,6 +78,7 @@ def has_stale_pending(session: Session, account: Account, cutoff: datetime) -> b
             *scoped(account.provider.name, account.name),
             Order.created_at <= cutoff,
             Order.kind != "static_va",
+            Order.next_poll_at.is_not(None),
         )
         .limit(1)
     ).first()
@@ -100,14 +106,17 @@ def find_silent(
 
 def tighten(
     session: Session, client: redis.Redis, prefix: str, silence: Silence, now: datetime,
-    *, window_s: int, limit: int,
+    *, window_s: int, limit: int, lease_s: int,
 ) -> Silence:
-    """Make the silent account's oldest pending orders due now, once per window per account."""
-    key = f"{prefix}:silence:{silence.provider}/{silence.account}"
-    if not client.set(key, now.isoformat(), nx=True, ex=max(window_s, 1)):
+    """Make the silent account's oldest pending orders due now, once per silence (the same last
+    callback; a day at most) per account, leaving alone orders a pass holds (`lease_s`)."""
+    heard = silence.last_callback_at.isoformat() if silence.last_callback_at else "never"
+    key = f"{prefix}:silence:{silence.provider}/{silence.account}:{heard}"
+    if not client.set(key, now.isoformat(), nx=True, ex=max(window_s, _EPISODE_S)):
         return silence
     cutoff = now - timedelta(seconds=window_s)
     moved = bring_forward(
-        session, now, silence.provider, silence.account, limit=limit, created_before=cutoff
+        session, now, silence.provider, silence.account, limit=limit, created_before=cutoff,
+        leased_until=now + timedelta(seconds=lease_s),
     )
     return Silence(silence.provider, silence.account, silence.last_callback_at, moved)

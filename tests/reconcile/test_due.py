@@ -9,7 +9,7 @@ from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.models import Order
-from reconcile.due import claim_due, due_query
+from reconcile.due import bring_forward, claim_due, due_query
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -62,6 +62,20 @@ def test_claimed_orders_are_not_due_again_until_the_lease_ends(
     with sessions() as session:
         due = session.execute(select(Order.next_poll_at)).scalars().all()
     assert set(due) == {NOW + timedelta(seconds=600)}
+
+
+def test_a_silence_does_not_bring_forward_orders_a_pass_holds(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A claimed order's due time is the end of its lease: bringing it forward would let a
+    second pass query it while the first still does. Orders due later are brought forward."""
+    _orders(sessions, pending=2, due=2, done=0)
+    assert len(_claim(sessions, account="a")) == 1
+    with sessions.begin() as session:
+        moved = bring_forward(session, NOW, "mtpay", "a", limit=10, created_before=NOW,
+                              leased_until=NOW + timedelta(seconds=600))
+    assert moved == 1
+    assert _claim(sessions, account="a") == ["later-0"]
 
 
 def test_claims_filter_by_provider_and_account(sessions: sessionmaker[Session]) -> None:

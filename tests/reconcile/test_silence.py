@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -67,6 +68,44 @@ def test_silent_account_is_polled_early_and_alerted_once(recon: Recon, sms: SmsS
     assert len(sms.sends) == 1
     for secret in (PASSWORD, API_KEY, API_SECRET):
         assert secret not in sms.sends[0].message
+
+
+def test_a_silence_brings_orders_forward_once(recon: Recon, sms: SmsSandbox) -> None:
+    """A quiet account stays silent pass after pass: its orders are brought forward once for
+    that silence, then follow their backoff, instead of being queried every window."""
+    recon.stale_after_s = 3600
+    recon.poll_backoff_s = (86400,)
+    recon.register("S3")
+    recon.mtpay.set("S3", "PENDING")
+    _callback(recon, seconds_ago=0)
+    recon.clock.advance(seconds=1000)
+    # A window of 1 s: the claim that keeps a silence from bringing orders forward twice
+    # lives in Redis, on Redis's clock, which the test's clock does not move.
+    first = recon.pass_(silence_window_s=1)
+    assert first["silence"][0]["brought_forward"] == 1
+    assert recon.mtpay.count("S3") == 1
+    for _ in range(2):
+        time.sleep(1.2)
+        recon.clock.advance(seconds=60)
+        again = recon.pass_(silence_window_s=1)
+        assert again["silence"][0]["brought_forward"] == 0
+    assert recon.mtpay.count("S3") == 1
+
+
+def test_orders_given_up_on_do_not_make_an_account_silent(
+    recon: Recon, sms: SmsSandbox
+) -> None:
+    """An order flagged `unresolved` is no longer polled; an account whose only pending order
+    it is has nothing stale to be silent about, so no silence alert day after day."""
+    recon.register("S4")
+    recon.mtpay.set("S4", "PENDING")
+    recon.clock.advance(days=8)
+    recon.pass_()
+    assert recon.order("S4").next_poll_at is None
+    recon.clock.advance(days=1)
+    report = recon.pass_()
+    assert report["silence"] == []
+    assert not [i for i in report["alerts"]["sent"] if ":silence:" in i]
 
 
 def test_recent_callback_means_not_silent(recon: Recon, sms: SmsSandbox) -> None:
