@@ -281,11 +281,18 @@ def _move_money(session: Session, order: Order, event: Incoming, now: datetime) 
         order.paid_minor += amount
     else:
         order.paid_minor = amount
-        explained = _EXPLAINED_AMOUNT.intersection(event.flags)
-        if amount != order.amount_minor and order.amount_minor and not explained:
+        if amount_differs(amount, order.amount_minor, event.flags):
             flags.append("amount_mismatch")
     _post(session, order, payment_id, amount, currency, now)
     return flags
+
+
+def amount_differs(paid_minor: int, registered_minor: int, flags: Iterable[str]) -> bool:
+    """Whether a payment of `paid_minor` calls for `amount_mismatch`: the order has a registered
+    amount (not 0) and the payment differs from it, and no flag in `flags` (the provider's own
+    `partial_payment` / `overpayment`) explains the difference already."""
+    explained = _EXPLAINED_AMOUNT.intersection(flags)
+    return bool(registered_minor) and paid_minor != registered_minor and not explained
 
 
 def ledger_accounts(order: Order) -> tuple[str, str]:
@@ -352,6 +359,6 @@ def _history(
 
 
 __all__ = [
-    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields", "flag_order",
-    "ledger_accounts", "lock_orders",
+    "Applied", "Decision", "EventError", "Incoming", "amount_differs", "apply_event",
+    "check_fields", "flag_order", "ledger_accounts", "lock_orders",
 ]

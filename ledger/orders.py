@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.apply import flag_order
+from ledger.apply import amount_differs, flag_order
 from ledger.db import insert_ignore
 from ledger.models import Order
 from ledger.status import Kind, Status
@@ -93,7 +93,6 @@ def _paid_differs(order: Order, spec: OrderSpec) -> list[str]:
         return []
     if order.currency != spec.currency:
         return ["currency_mismatch"]
-    explained = {"partial_payment", "overpayment"} & set(json.loads(order.review_reasons))
-    if spec.amount_minor and order.paid_minor != spec.amount_minor and not explained:
+    if amount_differs(order.paid_minor, spec.amount_minor, json.loads(order.review_reasons)):
         return ["amount_mismatch"]
     return []
