@@ -139,7 +139,7 @@ def apply_answer(
     if too_old and order.kind != Kind.STATIC_VA.value:
         # An open static VA stays pending by design; anything else this old a person must see.
         order.next_poll_at = None
-        flag(order, "unresolved")
+        flag_order(order, ["unresolved"])
         polled.unresolved = True
         order.updated_at = now
     return polled
@@ -178,7 +178,7 @@ def _unusable(order: Order, polled: Polled, reason: str, detail: str) -> None:
     log.warning("poll_reply_unusable", order_id=order.id, reason=reason, detail=detail[:200])
     if reason not in polled.flags:
         polled.flags.append(reason)
-    flag(order, reason)
+    flag_order(order, [reason])
 
 
 def _amount_differs(order: Order, event: ProviderEvent) -> bool:
@@ -189,8 +189,3 @@ def _amount_differs(order: Order, event: ProviderEvent) -> bool:
         return currency != order.currency or to_minor(event.amount, currency) != order.amount_minor
     except ValueError:
         return True
-
-
-def flag(order: Order, reason: str) -> None:
-    """Add `reason` to the order's review reasons (once) and mark it for review."""
-    flag_order(order, [reason])
