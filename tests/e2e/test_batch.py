@@ -24,7 +24,7 @@ from payhook.settings import Settings
 from providers.base import HttpRequest
 from tests.conftest import unique
 from tests.harness import Stack, store
-from workers.process import process_batch
+from workers.process import BatchResult, process_batch
 from workers.runtime import Runtime
 from workers.sweeper import sweep
 
@@ -142,6 +142,23 @@ class WorkerDied(BaseException):
     not even an `except Exception`."""
 
 
+def _each_alone_until_the_culprit_is_dead(
+    runtime: Runtime, ids: list[int], culprit: int, error: type[BaseException]
+) -> BatchResult:
+    """Send each callback of a split batch again alone, as the task does: the neighbours apply
+    at once; the culprit fails with `error` until `max_attempts` (3) attempts have started.
+    The result of the attempt after that, which must not judge it again."""
+    for callback_id in ids:
+        if callback_id == culprit:
+            with pytest.raises(error):
+                process_batch(runtime, [callback_id])
+        else:
+            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    with pytest.raises(error):
+        process_batch(runtime, [culprit])
+    return process_batch(runtime, [culprit])
+
+
 def test_a_callback_that_kills_its_worker_ends_dead_alone(
     stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,15 +189,7 @@ def test_a_callback_that_kills_its_worker_ends_dead_alone(
     assert redelivered.states == {}
     assert judged == ids[:3]  # the redelivery judged nothing
 
-    for callback_id in ids:
-        if callback_id == killer:
-            with pytest.raises(WorkerDied):
-                process_batch(runtime, [callback_id])
-        else:
-            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
-    with pytest.raises(WorkerDied):
-        process_batch(runtime, [killer])
-    final = process_batch(runtime, [killer])
+    final = _each_alone_until_the_culprit_is_dead(runtime, ids, killer, WorkerDied)
     assert final.states == {"dead": 1}
     assert final.reasons == {"dead|worker_lost": 1}
     assert judged.count(killer) == 3
@@ -214,15 +223,8 @@ def test_an_unexpected_error_is_taken_for_a_death_and_ends_the_culprit_dead_alon
     monkeypatch.setattr(workers.process, "_judge", breaks_on_the_culprit)
     first = process_batch(runtime, ids)
     assert (first.split, first.states) == (ids, {})
-    for callback_id in ids:
-        if callback_id == culprit:
-            with pytest.raises(KeyError):
-                process_batch(runtime, [callback_id])
-        else:
-            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
-    with pytest.raises(KeyError):
-        process_batch(runtime, [culprit])
-    assert process_batch(runtime, [culprit]).reasons == {"dead|worker_lost": 1}
+    final = _each_alone_until_the_culprit_is_dead(runtime, ids, culprit, KeyError)
+    assert final.reasons == {"dead|worker_lost": 1}
     records = {i: stack.callback(i) for i in ids}
     assert (records[culprit]["state"], records[culprit]["attempts"]) == ("dead", 3)
     assert [records[i]["state"] for i in ids if i != culprit] == ["applied"] * 3
