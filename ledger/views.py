@@ -19,15 +19,15 @@ def iso(value: datetime | None) -> str | None:
 
 
 def find_order(
-    session: Session, provider: str, account: str | None, merchant_order_no: str
+    session: Session, provider: str, account: str, merchant_order_no: str
 ) -> Order | None:
-    """The order, in `account` if given, else in any account of the provider (first by id)."""
+    """The order `merchant_order_no` of this provider account (unique per account)."""
     stmt = select(Order).where(
-        Order.provider == provider, Order.merchant_order_no == merchant_order_no
+        Order.provider == provider,
+        Order.account == account,
+        Order.merchant_order_no == merchant_order_no,
     )
-    if account is not None:
-        stmt = stmt.where(Order.account == account)
-    return session.execute(stmt.order_by(Order.id).limit(1)).scalar_one_or_none()
+    return session.execute(stmt).scalar_one_or_none()
 
 
 def order_json(session: Session, order: Order) -> dict[str, Any]:

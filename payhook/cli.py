@@ -72,7 +72,8 @@ def _order(settings: Settings, args: argparse.Namespace) -> int:
     with Session(engine) as session:
         order = find_order(session, args.provider, args.account, args.merchant_order_no)
         if order is None:
-            print(f"no order {args.provider}/{args.merchant_order_no}", file=sys.stderr)
+            print(f"no order {args.merchant_order_no} in {args.provider}/{args.account}",
+                  file=sys.stderr)
             return 1
         print(json.dumps(order_json(session, order), indent=2))
     return 0
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     order = sub.add_parser("order", help="print one order with its history")
     order.add_argument("provider")
     order.add_argument("merchant_order_no")
-    order.add_argument("--account")
+    order.add_argument("--account", default="default")
     order.set_defaults(func=_order)
     dev = sub.add_parser("dev", help="receiver + worker + beat on embedded defaults")
     dev.add_argument("--sandbox", action="store_true", help="also run the provider sandbox")

@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -17,7 +18,7 @@ from aiohttp.web_request import Request
 
 from ingest.app import create_app
 from ledger.db import make_engine
-from payhook.accounts import load_accounts
+from payhook.accounts import Accounts, load_accounts
 from payhook.broker import make_celery
 from payhook.settings import Settings
 from tests.conftest import queue_name, unique
@@ -60,13 +61,15 @@ def test_api_requires_the_bearer_token(stack: Stack) -> None:
 @contextlib.asynccontextmanager
 async def _own_receiver(
     stack: Stack, database_url: str, redis_url: str, token: str | None,
+    accounts: Accounts | None = None,
 ) -> AsyncIterator[tuple[web.Application, TestClient[Request, web.Application]]]:
-    """A receiver of the test's own (its API token as given) and a client for it."""
+    """A receiver of the test's own (its API token and accounts as given) and a client for it;
+    by default, the stack's accounts."""
     settings = Settings(database_url=database_url, redis_url=redis_url, api_token=token,
                         queue=queue_name("payhook-api"))
     engine = make_engine(database_url)
-    app = create_app(settings, load_accounts(stack.workdir / "payhook.toml"), engine,
-                     make_celery(settings))
+    accounts = accounts or load_accounts(stack.workdir / "payhook.toml")
+    app = create_app(settings, accounts, engine, make_celery(settings))
     try:
         async with TestClient(TestServer(app)) as client:
             yield app, client
@@ -129,6 +132,45 @@ def test_order_registration_repeats(stack: Stack) -> None:
     status, body = stack.api("GET", f"/api/orders/opay/{order['merchant_order_no']}")
     assert (status, body["amount"], body["status"]) == (200, "12.50", "pending")
     assert stack.api("GET", "/api/orders/opay/NOPE")[0] == 404
+
+
+def test_an_order_lookup_without_an_account_is_the_default_accounts(
+    stack: Stack, database_url: str, redis_url: str,
+) -> None:
+    """GET /api/orders/{provider}/{no} without `?account=` answers for the `default` account
+    (CONTRACT §2), never another account's order of the same number."""
+    stacked = load_accounts(stack.workdir / "payhook.toml")
+    opay = stacked.get("opay")
+    assert opay is not None
+    second = replace(opay, name="second")
+    accounts = replace(stacked, by_key={**stacked.by_key, ("opay", "second"): second})
+    number, headers = unique(), {"Authorization": f"Bearer {API_TOKEN}"}
+    order = {"provider": "opay", "account": "second", "merchant_order_no": number,
+             "kind": "payment", "amount": "7.00", "currency": "NGN"}
+
+    async def run() -> list[tuple[int, str | None]]:
+        answers: list[tuple[int, str | None]] = []
+        async with _own_receiver(stack, database_url, redis_url, API_TOKEN, accounts) as (
+                _, client):
+
+            async def lookup(query: str) -> None:
+                reply = await client.get(f"/api/orders/opay/{number}{query}", headers=headers)
+                body = await reply.json()
+                answers.append((reply.status, body.get("account")))
+
+            assert (await client.post("/api/orders", json=order, headers=headers)).status == 201
+            for query in ("", "?account=", "?account=second"):
+                await lookup(query)
+            default = {**order, "account": "default", "amount": "9.00"}
+            assert (await client.post("/api/orders", json=default, headers=headers)).status == 201
+            for query in ("", "?account=second", "?account=nope"):
+                await lookup(query)
+        return answers
+
+    assert asyncio.run(run()) == [
+        (404, None), (404, None), (200, "second"),
+        (200, "default"), (200, "second"), (404, None),
+    ]
 
 
 def test_a_repeat_registration_is_still_identical_after_a_callback(stack: Stack) -> None:
