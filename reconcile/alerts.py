@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_CHARS = 300
 MAX_REFS = 5
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9_.-]")
 REF = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 REDACTED = "[redacted]"
 
@@ -77,11 +78,13 @@ def build_alert(
 ) -> str:
     """An alert made only of counts, figures, provider/account names and order refs.
 
-    Names and refs that do not look like identifiers are refused (ValueError); the result is
-    scrubbed and cut to `MAX_MESSAGE_CHARS`.
+    Labels and refs that do not look like identifiers are refused (ValueError). Provider and
+    account names come from the operator's providers file, which allows any TOML key: they are
+    made plain (`plain_name`) rather than refused, so an unusual name never costs an alert. The
+    result is scrubbed and cut to `MAX_MESSAGE_CHARS`.
     """
     parts = [f"payhook: {title.strip()}"]
-    scope = [_name(value, what) for value, what in ((provider, "provider"), (account, "account"))]
+    scope = [plain_name(value) for value in (provider, account)]
     if any(scope):
         parts.append("/".join(s for s in scope if s))
     for label, count in (counts or {}).items():
@@ -101,9 +104,15 @@ def build_alert(
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
-def _name(value: str | None, what: str) -> str:
+def plain_name(value: str | None) -> str:
+    """`value` as a plain name: other characters become `_`, and a long name is cut to 40."""
     if value is None:
         return ""
+    plain = _NOT_PLAIN.sub("_", value) or "_"
+    return plain if len(plain) <= 40 else plain[:39] + "~"
+
+
+def _name(value: str, what: str) -> str:
     if not NAME.match(value):
         raise ValueError(f"{what} is not a plain name")
     return value

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from providers.errors import QueryAuth, QueryPermanent, QueryTransient
 from providers.http import QueryHttp, RetryPolicy
 from reconcile.alerts import Alerter, build_alert, scrub
+from reconcile.report import PassReport
 from reconcile.sms import SmsConfig, Sssms88Client, login_signature, mask_number
 from sandbox.sms import SMS_SANDBOX, SmsSandbox, create_sms_app
 
@@ -270,10 +271,29 @@ def test_builder_keeps_counts_names_and_refs() -> None:
         "payhook: reconcile findings opay/default resolved=3 not_found=1 "
         "orders: M0, M1, M2, M3, M4 (+2 more)"
     )
-    with pytest.raises(ValueError, match="provider"):
-        build_alert("x", provider="opay jane@example.com")
+    with pytest.raises(ValueError, match="count label"):
+        build_alert("x", counts={"not found": 1})
     with pytest.raises(ValueError, match="order ref"):
         build_alert("x", refs=["M1 +60 12-345 6789"])
+
+
+def test_an_unusual_account_name_is_made_plain_and_still_alerts() -> None:
+    """Account names are any TOML key: a long or spaced one is cut and made plain, not refused."""
+    long_name, spaced = "a" * 45, "kuala lumpur/2"
+    report = PassReport(datetime(2026, 11, 22, tzinfo=UTC), None, None, cap=5)
+    report.stats(f"opay/{long_name}").note("review", "M1")
+    report.stats(f"mtpay/{spaced}").note("not_found", "M2")
+    specs = report.alert_specs("2026-11-22")
+    assert [s.incident for s in specs] == [
+        "recon:mtpay/kuala lumpur/2:not_found:2026-11-22",
+        f"recon:opay/{long_name}:review:2026-11-22",
+    ]
+    assert specs[0].message == (
+        "payhook: orders not found at provider mtpay/kuala_lumpur_2 not_found=1 orders: M2"
+    )
+    assert specs[1].message == (
+        f"payhook: orders need review opay/{'a' * 39}~ review=1 orders: M1"
+    )
 
 
 def test_scrub_masks_phone_numbers_and_opaque_tokens() -> None:
