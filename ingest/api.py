@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ledger.models import Callback, ReconcileRun
 from ledger.money import to_minor
 from ledger.orders import OrderConflict, OrderSpec, register_order
-from ledger.replay import reset_for_replay
+from ledger.replay import Replay, reset_for_replay
 from ledger.status import Kind
 from ledger.views import (
     balances,
@@ -213,15 +213,19 @@ async def replay_callback(request: web.Request) -> web.Response:
     from ingest.app import DISPATCHER
 
     callback_id = _callback_id(request)
-    def work() -> list[int]:
+    def work() -> Replay:
         with _session(request) as session, session.begin():
             return reset_for_replay(session, ids=[callback_id])
 
-    found = await in_thread(work)
-    if not found:
+    replay = await in_thread(work)
+    if replay.in_flight:
+        return web.json_response(
+            {"error": "callback has not ended yet; it is still being processed"}, status=409
+        )
+    if not replay.reset:
         return web.json_response({"error": "callback not found"}, status=404)
-    request.app[DISPATCHER].submit(found)
-    return web.json_response({"replayed": found}, status=202)
+    request.app[DISPATCHER].submit(replay.reset)
+    return web.json_response({"replayed": replay.reset}, status=202)
 
 
 async def post_reconcile(request: web.Request) -> web.Response:

@@ -82,9 +82,22 @@ def _order(settings: Settings, args: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from payhook.replay import replay
 
-    count = replay(settings, ids=args.ids, state=args.state)
-    print(f"replayed {count} callback(s)")
-    return 0
+    if bool(args.ids) == bool(args.state):
+        print("payhook replay: name callback ids or --state STATE (one of them)", file=sys.stderr)
+        return 2
+    try:
+        done = replay(settings, ids=args.ids, state=args.state)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"replayed {len(done.reset)} callback(s)")
+    if done.in_flight:
+        listed = " ".join(str(i) for i in done.in_flight)
+        print(f"not replayed, still being processed: {listed}", file=sys.stderr)
+    missing = sorted(set(args.ids) - set(done.reset) - set(done.in_flight))
+    if missing:
+        print(f"no such callback: {' '.join(str(i) for i in missing)}", file=sys.stderr)
+    return 1 if done.in_flight or missing else 0
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,20 +5,22 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from ledger.db import make_engine
-from ledger.replay import reset_for_replay
+from ledger.replay import Replay, reset_for_replay
 from payhook.broker import make_publisher
 from payhook.settings import Settings
 
 CHUNK = 64
 
 
-def replay(settings: Settings, *, ids: list[int], state: str | None) -> int:
-    """Reset the chosen callbacks and publish them; how many."""
+def replay(settings: Settings, *, ids: list[int], state: str | None) -> Replay:
+    """Reset the chosen callbacks that have ended and publish them."""
     engine = make_engine(settings.database_url)
-    with Session(engine) as session, session.begin():
-        found = reset_for_replay(session, ids=ids, state=state)
-    engine.dispose()
+    try:
+        with Session(engine) as session, session.begin():
+            found = reset_for_replay(session, ids=ids, state=state)
+    finally:
+        engine.dispose()
     publish = make_publisher(settings)
-    for start in range(0, len(found), CHUNK):
-        publish(found[start : start + CHUNK])
-    return len(found)
+    for start in range(0, len(found.reset), CHUNK):
+        publish(found.reset[start : start + CHUNK])
+    return found

@@ -19,6 +19,7 @@ import workers.process
 from ledger.apply import Incoming
 from ledger.db import make_engine, make_sessionmaker
 from ledger.models import Callback, Order
+from ledger.replay import reset_for_replay
 from payhook.accounts import load_accounts
 from payhook.settings import Settings
 from providers.base import HttpRequest
@@ -336,3 +337,44 @@ def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_lim
         swept.clear()
         sweep(runtime, swept.extend)
         assert (callback_id in swept) is expected, claimed_at
+
+
+def test_a_callback_that_has_not_ended_is_not_replayed(stack: Stack, runtime: Runtime) -> None:
+    """A replay of a callback still `processing` would restart its retry budget and clear the
+    claim of the attempt running it: it is refused (409) and the callback left as it was. Once
+    it has ended it is replayed, counted as enqueued, so the sweeper does not send it again."""
+    world = stack.world
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(hours=1)
+    with runtime.engine.begin() as conn:
+        conn.execute(update(Callback).where(Callback.id == callback_id).values(
+            state="processing", attempts=2, claimed_at=now, enqueued_at=now))
+
+    def row() -> tuple[str, int, bool]:
+        with Session(runtime.engine) as session:
+            cb = session.get_one(Callback, callback_id)
+            return cb.state, cb.attempts, cb.claimed_at is not None
+
+    status, body = stack.api("POST", f"/api/callbacks/{callback_id}/replay")
+    assert (status, body) == (409, {"error": "callback has not ended yet; it is still being "
+                                             "processed"})
+    assert row() == ("processing", 2, True)
+    with (Session(runtime.engine) as session, session.begin(),
+          pytest.raises(ValueError, match="not ended")):
+        reset_for_replay(session, state="processing")
+
+    with runtime.engine.begin() as conn:  # the attempt ends without a verdict
+        conn.execute(update(Callback).where(Callback.id == callback_id).values(claimed_at=None))
+    assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    with Session(runtime.engine) as session, session.begin():
+        replay = reset_for_replay(session, ids=[callback_id, callback_id + 10**9])
+    assert (replay.reset, replay.in_flight) == ([callback_id], [])
+    assert row() == ("received", 0, False)
+    with runtime.engine.begin() as conn:  # received long ago: overdue, unless just enqueued
+        conn.execute(update(Callback).where(Callback.id == callback_id).values(
+            received_at=long_ago))
+    swept: list[int] = []
+    sweep(runtime, swept.extend)
+    assert callback_id not in swept
