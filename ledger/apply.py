@@ -145,6 +145,8 @@ def apply_event(
             return Applied(Outcome.DUPLICATE, order.id, ())
         decision = decide(Status(order.status), event.status, Kind(order.kind))
         flags = list(decision.flags) + list(event.flags)
+        if _another_payment(session, order, event, decision):
+            flags.append("another_payment")
         if created:
             flags.append("unregistered_order")
         if decision.moves_money:
@@ -162,6 +164,23 @@ def apply_event(
         order.updated_at = now
         _history(session, order, event, decision.outcome, now)
         return Applied(decision.outcome, order.id, tuple(flags))
+
+
+def _another_payment(session: Session, order: Order, event: Incoming, decision: Decision) -> bool:
+    """Whether `event` is a success the rules call a `duplicate` (the order has succeeded) that
+    names another transaction than the one booked: the customer paid twice, or the order is a
+    static VA the merchant has not registered yet and this is its next repayment. Nothing is
+    booked for it (CONTRACT §5: same terminal is a duplicate); the flag makes a person look.
+    A poll's answer describes the order rather than one transaction, so it is not held to this.
+    """
+    if decision.outcome is not Outcome.DUPLICATE or event.status is not Status.SUCCEEDED:
+        return False
+    if event.source == "poll":
+        return False
+    booked = session.execute(
+        select(Payment.provider_txn_id).where(Payment.order_id == order.id)
+    ).scalars().all()
+    return bool(booked) and event.event_id not in booked
 
 
 def check_fields(event: object) -> None:

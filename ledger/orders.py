@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.apply import amount_differs, flag_order
 from ledger.db import insert_ignore
-from ledger.models import Order
+from ledger.models import Order, Payment
 from ledger.status import Kind, Status
 
 
@@ -74,6 +74,15 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
         order.customer_phone = spec.customer_phone
         flag_order(order, _paid_differs(order, spec))
         order.currency = spec.currency
+        if spec.kind is Kind.STATIC_VA:
+            # A static VA stays open, and what was paid into it is the sum of its repayments.
+            # A repayment that arrived while the order looked like a payment was not booked;
+            # it carries `another_payment`, for a person to book.
+            order.status, order.next_poll_at = Status.PENDING.value, None
+            order.paid_minor = session.execute(
+                select(func.coalesce(func.sum(Payment.amount_minor), 0))
+                .where(Payment.order_id == order.id)
+            ).scalar_one()
         order.updated_at = now
         return order, True
     stored = (order.kind, order.amount_minor, order.currency)

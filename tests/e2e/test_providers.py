@@ -71,6 +71,42 @@ def test_monetapay_static_va_repayments(stack: Stack) -> None:
     assert order["needs_review"] is False
 
 
+def test_repayments_before_the_static_va_is_registered_are_flagged_not_lost(
+    stack: Stack,
+) -> None:
+    """Before the merchant registers a static VA, its first repayment creates a payment order,
+    and the next one, a success with another transaction, is by the rules a duplicate: it is
+    not booked, but flagged `another_payment` rather than passed over in silence. Registering
+    the VA then opens it again (`pending`), its paid amount the sum of what was booked."""
+    va = unique("VA")
+    first, second = (stack.world.fields("monetapay", va, "succeeded", amount)
+                     for amount in ("10000", "25000"))
+    [applied] = stack.wait_final([post(stack, "monetapay", first)])
+    [again] = stack.wait_final([post(stack, "monetapay", second)])
+    [repeat] = stack.wait_final([post(stack, "monetapay", first)])
+    assert [r["state"] for r in (applied, again, repeat)] == ["applied", "duplicate", "duplicate"]
+    order = stack.order("monetapay", va)
+    assert order is not None
+    assert (order["kind"], order["status"], order["paid_amount"]) == ("payment", "succeeded",
+                                                                      "10000.00")
+    assert order["review_reasons"] == ["unregistered_order", "another_payment"]
+    status, body = stack.api("POST", "/api/orders", {
+        "provider": "monetapay", "merchant_order_no": va, "kind": "static_va",
+        "amount": "0", "currency": "IDR"})
+    assert status == 201, body
+    order = stack.order("monetapay", va)
+    assert order is not None
+    assert (order["kind"], order["status"], order["paid_amount"]) == ("static_va", "pending",
+                                                                      "10000.00")
+    assert order["review_reasons"] == ["unregistered_order", "another_payment"]
+    [third] = stack.wait_final([post(stack, "monetapay", stack.world.fields(
+        "monetapay", va, "succeeded", "5000"))])
+    assert third["state"] == "applied"
+    order = stack.order("monetapay", va)
+    assert order is not None
+    assert (order["status"], order["paid_amount"]) == ("pending", "15000.00")
+
+
 @pytest.mark.parametrize(("status", "amount", "flag"),
                          [("partial", "200.00", "partial_payment"),
                           ("overpaid", "400.00", "overpayment")])
