@@ -107,7 +107,7 @@ def send(ns: argparse.Namespace) -> int:
     published = not ns.forged and publish(ns.root, ns.provider, fields)
     if not published and not ns.forged and (ns.provider == "mtpay" or ns.plain):
         print("payhook sandbox: no sandbox providers running (start `payhook dev`); this "
-              "callback is confirmed by query and will be rejected unconfirmed", file=sys.stderr)
+              "callback is confirmed by query and cannot be confirmed", file=sys.stderr)
     request = world.callback(ns.provider, fields, forged=ns.forged, plain=ns.plain)
     try:
         status, body, callback_id = _post(ns.url.rstrip("/") + request.url, request.body,

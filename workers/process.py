@@ -241,7 +241,7 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
                 transport, v.account.config, ref, int(now_utc().timestamp() * 1000)
             )
         except QueryNotFound:
-            v.rejected = "unconfirmed"
+            _not_found(rt, v)
             return
         except QueryError as exc:
             v.transient = f"query:{type(exc).__name__}:{exc.code}"[:64]
@@ -251,7 +251,8 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
             v.transient = f"query:{type(exc).__name__}"[:64]
             return
         if not events:
-            v.rejected = "unconfirmed"
+            _not_found(rt, v)
+            return
         wanted = v.claimed.merchant_order_no
         if any(e.merchant_order_no != wanted for e in events):
             # The provider answered about another order: none of it may touch either order.
@@ -264,6 +265,16 @@ def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
         await asyncio.gather(*(one(v) for v in verdicts))
 
     rt.run(all_of())
+
+
+def _not_found(rt: Runtime, v: Verdict) -> None:
+    """The provider's status API does not know the order the callback names. It may lag the
+    provider's callbacks, and an order only a callback told us of is polled by nothing else:
+    so this waits like a transient failure, and is `unconfirmed` only on the last attempt."""
+    if v.attempts >= rt.settings.max_attempts:
+        v.rejected = "unconfirmed"
+    else:
+        v.transient = "query:not_found"
 
 
 def _write(

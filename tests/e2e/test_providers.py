@@ -157,6 +157,44 @@ def test_mtpay_claim_is_checked_against_the_query(stack: Stack) -> None:
     assert stack.world.queries[("mtpay", order_no)] >= 1
 
 
+def test_a_claim_the_status_api_does_not_know_yet_waits_for_it(stack: Stack) -> None:
+    """The provider's status API lags its callbacks: the query about an unregistered order
+    answers "not found" at first. Nothing else would ever poll that order, so the claim is
+    tried again like a transient failure, and applies once the provider knows the order."""
+    order_no = unique()
+    claim = stack.world.fields("mtpay", order_no, "succeeded", "100.00")
+    callback_id = post(stack, "mtpay", claim)
+
+    def asked_in_vain() -> bool:
+        record = stack.callback(callback_id)
+        return record["attempts"] >= 1 and record["reason"] == "query:not_found"
+
+    wait_for(asked_in_vain, 30, "a first query that finds nothing")
+    assert stack.callback(callback_id)["state"] == "processing"
+    stack.world.publish("mtpay", claim)
+    [record] = stack.wait_final([callback_id])
+    assert (record["state"], record["reason"]) == ("applied", None)
+    assert record["attempts"] >= 2
+    order = stack.order("mtpay", order_no)
+    assert order is not None
+    assert (order["status"], order["paid_amount"]) == ("succeeded", "100.00")
+
+
+def test_a_claim_the_provider_never_knows_is_unconfirmed_after_the_last_attempt(
+    stack: Stack,
+) -> None:
+    """A claim about an order the provider's status API never finds (a forged body under a
+    replayed MTPay signature, say) ends `rejected` as `unconfirmed` once its attempts are
+    spent, having moved nothing."""
+    order_no = unique()
+    claim = stack.world.fields("mtpay", order_no, "succeeded", "100.00")
+    [record] = stack.wait_final([post(stack, "mtpay", claim)])
+    assert (record["state"], record["reason"], record["attempts"]) == (
+        "rejected", "unconfirmed", 3)
+    assert stack.world.queries[("mtpay", order_no)] == 3
+    assert stack.order("mtpay", order_no) is None
+
+
 def test_mtpay_answer_about_another_order_confirms_nothing(stack: Stack) -> None:
     """The query about the claimed order answers with another order's success (a provider
     mixing up its records): the claim is rejected as `wrong_order_in_reply`, and neither
