@@ -22,8 +22,9 @@ log = structlog.get_logger(__name__)
 
 MAX_MESSAGE_CHARS = 300
 MAX_REFS = 5
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_NOT_PLAIN = re.compile(r"[^A-Za-z0-9_.-]")
+_PLAIN, _PLAIN_MAX = "A-Za-z0-9_.-", 40  # the characters and the length of a plain name
+NAME = re.compile(rf"^[{_PLAIN}]{{1,{_PLAIN_MAX}}}$")
+_NOT_PLAIN = re.compile(rf"[^{_PLAIN}]")
 REF = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 REDACTED = "[redacted]"
 
@@ -105,11 +106,12 @@ def build_alert(
 
 
 def plain_name(value: str | None) -> str:
-    """`value` as a plain name: other characters become `_`, and a long name is cut to 40."""
+    """`value` as a plain name: other characters become `_`, and a long name is cut, its
+    last kept character `~`."""
     if value is None:
         return ""
     plain = _NOT_PLAIN.sub("_", value) or "_"
-    return plain if len(plain) <= 40 else plain[:39] + "~"
+    return plain if len(plain) <= _PLAIN_MAX else plain[: _PLAIN_MAX - 1] + "~"
 
 
 def _name(value: str, what: str) -> str:

@@ -42,6 +42,12 @@ def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime
     rt.close()
 
 
+def _set(runtime: Runtime, callback_id: int, **values: object) -> None:
+    """Write these columns of the callback's row directly, as time or a worker would have."""
+    with runtime.engine.begin() as conn:
+        conn.execute(update(Callback).where(Callback.id == callback_id).values(**values))
+
+
 @pytest.mark.parametrize(
     ("order_no", "amount", "reason"),
     [
@@ -303,15 +309,11 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
     result = process_batch(runtime, [callback_id])
     assert result.retry == {15: [callback_id]}
     long_ago = datetime.now(UTC) - timedelta(hours=1)
-    with runtime.engine.begin() as conn:
-        conn.execute(update(Callback).where(Callback.id == callback_id)
-                     .values(received_at=long_ago))
+    _set(runtime, callback_id, received_at=long_ago)
     swept: list[int] = []
     sweep(runtime, swept.extend)
     assert callback_id not in swept
-    with runtime.engine.begin() as conn:
-        conn.execute(update(Callback).where(Callback.id == callback_id)
-                     .values(enqueued_at=long_ago))
+    _set(runtime, callback_id, enqueued_at=long_ago)
     sweep(runtime, swept.extend)
     assert callback_id in swept
 
@@ -331,9 +333,8 @@ def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_lim
     swept: list[int] = []
     for claimed_at, expected in ((now, False), (now - limit + timedelta(seconds=30), False),
                                  (now - limit - timedelta(seconds=30), True)):
-        with runtime.engine.begin() as conn:
-            conn.execute(update(Callback).where(Callback.id == callback_id).values(
-                received_at=long_ago, enqueued_at=None, claimed_at=claimed_at, attempts=1))
+        _set(runtime, callback_id, received_at=long_ago, enqueued_at=None, claimed_at=claimed_at,
+             attempts=1)
         swept.clear()
         sweep(runtime, swept.extend)
         assert (callback_id in swept) is expected, claimed_at
@@ -348,9 +349,7 @@ def test_a_callback_that_has_not_ended_is_not_replayed(stack: Stack, runtime: Ru
         "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
     now = datetime.now(UTC)
     long_ago = now - timedelta(hours=1)
-    with runtime.engine.begin() as conn:
-        conn.execute(update(Callback).where(Callback.id == callback_id).values(
-            state="processing", attempts=2, claimed_at=now, enqueued_at=now))
+    _set(runtime, callback_id, state="processing", attempts=2, claimed_at=now, enqueued_at=now)
 
     def row() -> tuple[str, int, bool]:
         with Session(runtime.engine) as session:
@@ -365,16 +364,14 @@ def test_a_callback_that_has_not_ended_is_not_replayed(stack: Stack, runtime: Ru
           pytest.raises(ValueError, match="not ended")):
         reset_for_replay(session, state="processing")
 
-    with runtime.engine.begin() as conn:  # the attempt ends without a verdict
-        conn.execute(update(Callback).where(Callback.id == callback_id).values(claimed_at=None))
+    _set(runtime, callback_id, claimed_at=None)  # the attempt ends without a verdict
     assert process_batch(runtime, [callback_id]).states == {"applied": 1}
     with Session(runtime.engine) as session, session.begin():
         replay = reset_for_replay(session, ids=[callback_id, callback_id + 10**9])
     assert (replay.reset, replay.in_flight) == ([callback_id], [])
     assert row() == ("received", 0, False)
-    with runtime.engine.begin() as conn:  # received long ago: overdue, unless just enqueued
-        conn.execute(update(Callback).where(Callback.id == callback_id).values(
-            received_at=long_ago))
+    # Received long ago: overdue, unless just enqueued.
+    _set(runtime, callback_id, received_at=long_ago)
     swept: list[int] = []
     sweep(runtime, swept.extend)
     assert callback_id not in swept
