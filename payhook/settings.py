@@ -41,11 +41,21 @@ class Settings(BaseSettings):
     # an attempt; under the visibility timeout, so Redis never hands a running task to another.
     task_time_limit_s: int = Field(default=240, gt=0)
     batch_size: int = Field(default=64, gt=0)
+    # How long a batch waits for its account's query budget (`query_rate_per_s`, shared with
+    # reconciliation by every process) before it defers the confirmations left: seconds, so a
+    # flood of callbacks to confirm cannot hold the workers every other account needs.
+    confirm_wait_s: float = Field(default=5.0, gt=0)
     # Reconciliation: default per-order backoff and the provider-silence window.
     reconcile_backoff_s: tuple[int, ...] = (300, 900, 3600, 21600, 86400)
     reconcile_silence_window_s: int = Field(default=900, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.
     publish_timeout_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def confirm_wait_limit_s(self) -> float:
+        """`confirm_wait_s`, but at most a quarter of the task time limit, which the wait shares
+        with the queries and the writes of its batch."""
+        return min(self.confirm_wait_s, self.task_time_limit_s / 4)
 
     @model_validator(mode="after")
     def _time_limit_under_visibility(self) -> Settings:

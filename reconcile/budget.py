@@ -50,10 +50,16 @@ class RateBudget:
         # A refused take still counted: harmless, the window is already full.
         return max((slot + 1) * length - now, 0.001)
 
-    async def acquire(self, account_key: str, rate_per_s: float) -> None:
-        """Wait (sleeping, never spinning) until a query of `account_key` is within budget."""
+    async def acquire(
+        self, account_key: str, rate_per_s: float, until: float | None = None
+    ) -> bool:
+        """Wait (sleeping, never spinning) until a query of `account_key` is within budget:
+        True once granted; False, without waiting in vain, if that would be after `until`
+        (a time on this budget's clock)."""
         while True:
             wait = await asyncio.to_thread(self.try_take, account_key, rate_per_s)
             if wait == 0.0:
-                return
+                return True
+            if until is not None and self._clock() + wait > until:
+                return False
             await asyncio.sleep(wait)

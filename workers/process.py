@@ -11,15 +11,13 @@ is treated as a death: the attempt stays marked running, the batch is split at o
 culprit alone ends `dead` after `max_attempts`, instead of taking its neighbours down with it
 at every sweep, for ever.
 
-Judging runs outside any transaction (CPU and provider queries). Applying runs in one
+Judging (`workers.judging`) runs outside any transaction. Applying runs in one
 transaction with a savepoint per callback, so the round trip and the commit are shared while
 each callback still ends in its own state and one bad callback cannot fail its neighbours.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,14 +27,15 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ledger.apply import EventError, OrderKey, apply_event, check_fields, lock_orders
+from ledger.apply import EventError, OrderKey, apply_event, lock_orders
 from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest
-from payhook.accounts import Account
 from payhook.settings import Settings
-from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
-from providers.errors import QueryError, QueryNotFound, Rejected, Transient
+from providers.base import ProviderEvent
+from providers.errors import Transient
+from workers import judging
+from workers.judging import Verdict
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -44,19 +43,6 @@ LOST = "worker_lost"  # the reason of a callback whose every attempt died with i
 # The errors a retry of the whole batch can cure: the database or a provider away. The task
 # retries on these (its `autoretry_for`); any other error is treated as a death.
 RETRYABLE: tuple[type[Exception], ...] = (OperationalError, Transient)
-
-
-@dataclass
-class Verdict:
-    """What judging one callback decided, before anything is written."""
-
-    callback_id: int
-    attempts: int
-    account: Account | None = None
-    events: list[ProviderEvent] = field(default_factory=list)
-    claimed: ProviderEvent | None = None
-    rejected: str | None = None
-    transient: str | None = None
 
 
 @dataclass
@@ -108,8 +94,8 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
     if not claim.rows:
         return result
     try:
-        verdicts = [_judge(rt, cb) for cb in claim.rows]
-        _confirm(rt, [v for v in verdicts if v.claimed is not None and not v.events])
+        verdicts = [judging.judge(rt, cb) for cb in claim.rows]
+        judging.confirm(rt, [v for v in verdicts if v.claimed is not None and not v.events])
         try:
             finals = _write(rt, ids, verdicts, isolate=False)
         except Exception as exc:  # one callback failed the shared transaction: redo, isolated
@@ -133,7 +119,7 @@ def process_batch(rt: Runtime, ids: list[int]) -> BatchResult:
         result.count(verdict.callback_id, state, values["reason"],
                      values.get("merchant_order_no"))
         if state == "processing":
-            delay = retry_delay_s(rt.settings, verdict.attempts)
+            delay = retry_delay_s(rt.settings, verdict.counted)
             result.retry.setdefault(delay, []).append(verdict.callback_id)
     return result
 
@@ -188,93 +174,6 @@ def _release(rt: Runtime, ids: list[int]) -> None:
             )
     except Exception as exc:
         log.warning("claim_release_failed", error=str(exc)[:200], size=len(ids))
-
-
-def _judge(rt: Runtime, cb: Callback) -> Verdict:
-    verdict = Verdict(cb.id, cb.attempts)
-    account = rt.accounts.get(cb.provider, cb.account)
-    if account is None:
-        verdict.rejected = "account_mismatch"  # the account was removed from configuration
-        return verdict
-    verdict.account = account
-    raw = RawCallback(
-        body=cb.body,
-        headers=Headers([(k, v) for k, v in json.loads(cb.headers)]),
-        received_at=cb.received_at,
-        remote=cb.remote_addr,
-    )
-    try:
-        event = account.provider.parse_callback(raw, account.config)
-        check_fields(event)  # before a query is built from them or a row written with them
-    except Rejected as exc:
-        verdict.rejected = exc.reason
-        return verdict
-    except EventError as exc:
-        log.warning("callback_malformed", callback_id=cb.id, error=str(exc))
-        verdict.rejected = "malformed"
-        return verdict
-    except Exception as exc:  # an adapter bug is a rejection to look at, never a crash loop
-        log.exception("adapter_error", callback_id=cb.id)
-        verdict.rejected = f"adapter_error:{type(exc).__name__}"[:64]
-        return verdict
-    if event.trust is Trust.CONFIRM_BY_QUERY or account.trust is Trust.CONFIRM_BY_QUERY:
-        verdict.claimed = event  # a hint only: the provider's own API decides what is applied
-    else:
-        verdict.events = [event]
-    return verdict
-
-
-def _confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
-    """Ask the providers about every claimed event, concurrently."""
-    if not verdicts:
-        return
-
-    async def one(v: Verdict) -> None:
-        assert v.claimed is not None
-        assert v.account is not None
-        ref = OrderRef(v.claimed.merchant_order_no, v.claimed.provider_order_no)
-        if v.claimed.kind is not None:
-            ref = OrderRef(ref.merchant_order_no, ref.provider_order_no, v.claimed.kind)
-        transport = rt.transport(v.account.provider.name, v.account.name)
-        try:
-            events = await v.account.provider.query(
-                transport, v.account.config, ref, int(now_utc().timestamp() * 1000)
-            )
-        except QueryNotFound:
-            _not_found(rt, v)
-            return
-        except QueryError as exc:
-            v.transient = f"query:{type(exc).__name__}:{exc.code}"[:64]
-            return
-        except Exception as exc:  # an adapter bug: this callback's attempt only, never the batch
-            log.exception("query_adapter_error", callback_id=v.callback_id)
-            v.transient = f"query:{type(exc).__name__}"[:64]
-            return
-        if not events:
-            _not_found(rt, v)
-            return
-        wanted = v.claimed.merchant_order_no
-        if any(e.merchant_order_no != wanted for e in events):
-            # The provider answered about another order: none of it may touch either order.
-            log.warning("confirm_wrong_order", callback_id=v.callback_id, order=wanted,
-                        answered=sorted({e.merchant_order_no for e in events})[:4])
-            v.rejected, events = "wrong_order_in_reply", []
-        v.events = events
-
-    async def all_of() -> None:
-        await asyncio.gather(*(one(v) for v in verdicts))
-
-    rt.run(all_of())
-
-
-def _not_found(rt: Runtime, v: Verdict) -> None:
-    """The provider's status API does not know the order the callback names. It may lag the
-    provider's callbacks, and an order only a callback told us of is polled by nothing else:
-    so this waits like a transient failure, and is `unconfirmed` only on the last attempt."""
-    if v.attempts >= rt.settings.max_attempts:
-        v.rejected = "unconfirmed"
-    else:
-        v.transient = "query:not_found"
 
 
 def _write(
@@ -348,10 +247,12 @@ def _final_values(
             return {**values, "state": "rejected", "reason": reason}
     if v.rejected is not None:
         return {**values, "state": "rejected", "reason": v.rejected}
-    if v.attempts >= rt.settings.max_attempts:
+    if v.counted >= rt.settings.max_attempts:
         return {**values, "state": "dead", "reason": problem}
+    if v.deferred:
+        values["attempts"] = v.counted
     # Due again after its wait: the sweeper leaves it alone until `sweep_after_s` past that.
-    due = now + timedelta(seconds=retry_delay_s(rt.settings, v.attempts))
+    due = now + timedelta(seconds=retry_delay_s(rt.settings, v.counted))
     return {**values, "state": "processing", "reason": problem, "enqueued_at": due}
 
 

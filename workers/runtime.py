@@ -50,11 +50,16 @@ class Runtime:
         rate = acct.config.query_rate_per_s if acct else 5.0
         return self.http.for_account(f"{provider}/{account}", rate)
 
+    @property
+    def recon_prefix(self) -> str:
+        """The Redis prefix of the state every process shares: query budgets, breakers."""
+        return f"{self.settings.queue}:recon"
+
     def pass_context(self) -> PassContext:
         """The reconciliation context, built once per process (its SMS client keeps a token)."""
         if self._pass is None:
             config = replace(ReconcileConfig.from_settings(self.settings),
-                             redis_prefix=f"{self.settings.queue}:recon")
+                             redis_prefix=self.recon_prefix)
             self._pass = PassContext(sessions=self.sessions, accounts=self.accounts,
                                      http=self.http, redis=self.redis, run=self.run,
                                      config=config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -71,3 +72,16 @@ def test_queries_of_one_pass_stay_within_the_rate(recon: Recon) -> None:
     assert recon.mtpay.count() == 6
     assert report["accounts"]["mtpay/default"]["queried"] == 6
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_take_that_would_come_too_late_is_refused_at_once(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """`acquire` with a deadline grants at once while the window has room, and answers False
+    without sleeping when the next free window opens after the deadline."""
+    clock = FakeClock(2_000_000.5)
+    budget = RateBudget(redis_client, prefix, clock)
+    assert asyncio.run(budget.acquire("opay/default", 1.0, until=clock.value + 0.1)) is True
+    started = time.monotonic()
+    assert asyncio.run(budget.acquire("opay/default", 1.0, until=clock.value + 0.4)) is False
+    assert time.monotonic() - started < 0.4

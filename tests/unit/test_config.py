@@ -83,3 +83,14 @@ def test_task_time_limit_must_be_below_visibility_timeout(
     monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "59")
     settings = Settings(redis_url="redis://127.0.0.1:6379/0")
     assert celery_config(settings)["task_time_limit"] == 59
+
+
+def test_the_confirm_wait_leaves_the_task_time_to_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch waits for its query budget at most a quarter of the task time limit, so a short
+    limit does not kill the batches that wait; within it, `PAYHOOK_CONFIRM_WAIT_S` holds."""
+    monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "2")
+    assert Settings().confirm_wait_limit_s == 0.5
+    monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "240")
+    assert Settings().confirm_wait_limit_s == 5.0
+    monkeypatch.setenv("PAYHOOK_CONFIRM_WAIT_S", "2.5")
+    assert Settings().confirm_wait_limit_s == 2.5

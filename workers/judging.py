@@ -1,0 +1,171 @@
+"""Judging one stored callback before anything is written: decode and verify it, and for a
+callback that only claims (confirm-by-query), ask the provider what to believe instead.
+
+Runs outside any transaction: CPU and provider queries only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from ledger.apply import EventError, check_fields
+from ledger.models import Callback
+from payhook.accounts import Account
+from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
+from providers.errors import QueryError, QueryNotFound, Rejected
+from reconcile.budget import RateBudget
+from workers.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+# The reason of a callback whose confirming query its account's budget postponed.
+DEFERRED = "query:deferred"
+
+
+@dataclass
+class Verdict:
+    """What judging one callback decided, before anything is written."""
+
+    callback_id: int
+    attempts: int
+    account: Account | None = None
+    events: list[ProviderEvent] = field(default_factory=list)
+    claimed: ProviderEvent | None = None
+    rejected: str | None = None
+    transient: str | None = None
+    deferred: bool = False  # never asked the provider: this attempt does not count
+
+    @property
+    def counted(self) -> int:
+        """The attempts that count against `max_attempts`, this one included unless deferred."""
+        return self.attempts - 1 if self.deferred else self.attempts
+
+
+def judge(rt: Runtime, cb: Callback) -> Verdict:
+    """Decode and verify one stored callback: its events, the event it only claims, or why
+    it is rejected."""
+    verdict = Verdict(cb.id, cb.attempts)
+    account = rt.accounts.get(cb.provider, cb.account)
+    if account is None:
+        verdict.rejected = "account_mismatch"  # the account was removed from configuration
+        return verdict
+    verdict.account = account
+    raw = RawCallback(
+        body=cb.body,
+        headers=Headers([(k, v) for k, v in json.loads(cb.headers)]),
+        received_at=cb.received_at,
+        remote=cb.remote_addr,
+    )
+    try:
+        event = account.provider.parse_callback(raw, account.config)
+        check_fields(event)  # before a query is built from them or a row written with them
+    except Rejected as exc:
+        verdict.rejected = exc.reason
+        return verdict
+    except EventError as exc:
+        log.warning("callback_malformed", callback_id=cb.id, error=str(exc))
+        verdict.rejected = "malformed"
+        return verdict
+    except Exception as exc:  # an adapter bug is a rejection to look at, never a crash loop
+        log.exception("adapter_error", callback_id=cb.id)
+        verdict.rejected = f"adapter_error:{type(exc).__name__}"[:64]
+        return verdict
+    if event.trust is Trust.CONFIRM_BY_QUERY or account.trust is Trust.CONFIRM_BY_QUERY:
+        verdict.claimed = event  # a hint only: the provider's own API decides what is applied
+    else:
+        verdict.events = [event]
+    return verdict
+
+
+def confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
+    """Ask the providers about every claimed event, concurrently: one query per order however
+    many callbacks of the batch claim it, each within its account's query budget.
+
+    The budget (`query_rate_per_s`) is shared with reconciliation by every process, so callbacks
+    to confirm (unsigned ones, which anybody can send) cannot drive the queries past the rate the
+    provider allows. A query not granted within `confirm_wait_s` is deferred: its callback waits
+    for a later attempt, and this one does not count.
+    """
+    if not verdicts:
+        return
+    asked: dict[tuple[str, OrderRef], tuple[Account, list[Verdict]]] = {}
+    for v in verdicts:
+        assert v.claimed is not None
+        assert v.account is not None
+        ref = OrderRef(v.claimed.merchant_order_no, v.claimed.provider_order_no)
+        if v.claimed.kind is not None:
+            ref = OrderRef(ref.merchant_order_no, ref.provider_order_no, v.claimed.kind)
+        asked.setdefault((v.account.key, ref), (v.account, []))[1].append(v)
+    budget = RateBudget(rt.redis, rt.recon_prefix)
+    until = time.time() + rt.settings.confirm_wait_limit_s
+
+    async def all_of() -> list[list[ProviderEvent] | str]:
+        return list(await asyncio.gather(
+            *(_ask(rt, budget, account, ref, until) for (_, ref), (account, _) in asked.items())
+        ))
+
+    deferred: dict[str, int] = {}
+    for ((key, _), (_, group)), reply in zip(asked.items(), rt.run(all_of()), strict=True):
+        if reply == DEFERRED:
+            deferred[key] = deferred.get(key, 0) + len(group)
+        for v in group:
+            _settle(rt, v, reply)
+    if deferred:
+        log.warning("confirm_deferred", reason="query_budget", by_account=deferred)
+
+
+async def _ask(
+    rt: Runtime, budget: RateBudget, account: Account, ref: OrderRef, until: float
+) -> list[ProviderEvent] | str:
+    """The provider's events about `ref` ([] when it does not know the order), or the
+    transient reason there are none yet (`DEFERRED` when the budget granted no query)."""
+    if not await budget.acquire(account.key, account.config.query_rate_per_s, until=until):
+        return DEFERRED
+    transport = rt.transport(account.provider.name, account.name)
+    try:
+        return await account.provider.query(
+            transport, account.config, ref, int(datetime.now(UTC).timestamp() * 1000)
+        )
+    except QueryNotFound:
+        return []
+    except QueryError as exc:
+        return f"query:{type(exc).__name__}:{exc.code}"[:64]
+    except Exception as exc:  # an adapter bug: these callbacks' attempt only, never the batch
+        log.exception("query_adapter_error", account=account.key, order=ref.merchant_order_no)
+        return f"query:{type(exc).__name__}"[:64]
+
+
+def _settle(rt: Runtime, v: Verdict, reply: list[ProviderEvent] | str) -> None:
+    """What the provider's reply decides for one callback claiming the order."""
+    assert v.claimed is not None
+    if isinstance(reply, str):
+        v.transient, v.deferred = reply, reply == DEFERRED
+        return
+    if not reply:
+        _not_found(rt, v)
+        return
+    wanted = v.claimed.merchant_order_no
+    if any(e.merchant_order_no != wanted for e in reply):
+        # The provider answered about another order: none of it may touch either order.
+        log.warning("confirm_wrong_order", callback_id=v.callback_id, order=wanted,
+                    answered=sorted({e.merchant_order_no for e in reply})[:4])
+        v.rejected = "wrong_order_in_reply"
+        return
+    v.events = list(reply)
+
+
+def _not_found(rt: Runtime, v: Verdict) -> None:
+    """The provider's status API does not know the order the callback names. It may lag the
+    provider's callbacks, and an order only a callback told us of is polled by nothing else:
+    so this waits like a transient failure, and is `unconfirmed` only on the last attempt."""
+    if v.attempts >= rt.settings.max_attempts:
+        v.rejected = "unconfirmed"
+    else:
+        v.transient = "query:not_found"
+
+
