@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ledger.apply import EventError, apply_event, flag_order
 from ledger.models import Order
-from ledger.money import AmountError, to_minor
+from ledger.money import AmountError
 from ledger.status import Kind, Outcome, Status
 from payhook.accounts import Account
 from providers.base import OrderKind, OrderRef, ProviderEvent
@@ -168,7 +168,9 @@ def _apply_one(
     polled.flags.extend(f for f in applied.flags if f not in polled.flags)
     if event.amount is not None:
         polled.amount_seen = event.amount
-        polled.amount_mismatch = polled.amount_mismatch or _amount_differs(order, event)
+    # The ledger's own judgement, so the report never contradicts the order's review flags:
+    # a provider's partial payment or overpayment is flagged as such, not as a mismatch.
+    polled.amount_mismatch = polled.amount_mismatch or "amount_mismatch" in applied.flags
     if applied.outcome is Outcome.CONFLICT and "conflicting_status" not in polled.flags:
         polled.flags.append("conflicting_status")
 
@@ -180,12 +182,3 @@ def _unusable(order: Order, polled: Polled, reason: str, detail: str) -> None:
         polled.flags.append(reason)
     flag_order(order, [reason])
 
-
-def _amount_differs(order: Order, event: ProviderEvent) -> bool:
-    if order.kind == Kind.STATIC_VA.value or not order.amount_minor or event.amount is None:
-        return False
-    currency = (event.currency or order.currency).upper()
-    try:
-        return currency != order.currency or to_minor(event.amount, currency) != order.amount_minor
-    except ValueError:
-        return True

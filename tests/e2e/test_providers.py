@@ -264,6 +264,41 @@ def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
     assert report["report"]["ledger"]["balanced"] is True
 
 
+@pytest.mark.parametrize(("status", "amount", "flag", "mismatch"),
+                         [("partial", "200.00", "partial_payment", False),
+                          ("succeeded", "250.00", "amount_mismatch", True)])
+def test_a_poll_reports_an_amount_mismatch_only_where_the_ledger_flags_one(
+    stack: Stack, status: str, amount: str, flag: str, mismatch: bool,
+) -> None:
+    """The pass report's amount mismatches agree with the order's review flags: a partial
+    payment the provider declares (OTGPAY status 4) is `partial_payment`, not a mismatch; a
+    payment that differs from the order without a word from the provider is both."""
+    order_no = unique()
+    stack.register("otgpay", order_no, "300.00")
+    stack.world.publish("otgpay", stack.world.fields("otgpay", order_no, status, amount))
+    time.sleep(2.5)  # the stack's accounts have stale_after_s = 2
+    status_code, run = stack.api("POST", "/api/reconcile", {"provider": "otgpay"})
+    assert status_code == 202
+    report: dict[str, Any] = {}
+
+    def finished() -> bool:
+        code, body = stack.api("GET", f"/api/reconcile/runs/{run['id']}")
+        report.update(body)
+        return code == 200 and body["state"] in ("done", "failed")
+
+    wait_for(finished, 60, "the reconcile run")
+    assert report["state"] == "done"
+    ref = f"otgpay/default/{order_no}"
+    review = {o["order"]: o["reasons"] for o in report["report"]["needs_review"]["orders"]}
+    assert review[ref] == [flag]
+    mismatches = [m for m in report["report"]["mismatches"]["orders"] if m["order"] == ref]
+    expected = [{"order": ref, "kind": "amount", "expected": "300.00", "got": amount}]
+    assert mismatches == (expected if mismatch else [])
+    order = stack.order("otgpay", order_no)
+    assert order is not None
+    assert (order["status"], order["review_reasons"]) == ("succeeded", [flag])
+
+
 def test_transient_failures_end_dead_and_replay_applies(stack: Stack) -> None:
     """A provider that stays busy exhausts the retries (`dead`); a replay later applies it."""
     order_no = unique()
