@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=240, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # How long a batch waits for its account's query budget (`query_rate_per_s`, shared with
-    # reconciliation by every process) before it defers the confirmations left: seconds, so a
-    # flood of callbacks to confirm cannot hold the workers every other account needs.
-    confirm_wait_s: float = Field(default=5.0, gt=0)
+    # reconciliation by every process) before it defers the confirmations left. The budget
+    # bounds the rate whatever the wait; a short wait keeps a flood of callbacks to confirm from
+    # holding, for long, the batches and workers every other account shares.
+    confirm_wait_s: float = Field(default=2.0, gt=0)
     # Reconciliation: default per-order backoff and the provider-silence window.
     reconcile_backoff_s: tuple[int, ...] = (300, 900, 3600, 21600, 86400)
     reconcile_silence_window_s: int = Field(default=900, gt=0)

@@ -91,6 +91,6 @@ def test_the_confirm_wait_leaves_the_task_time_to_work(monkeypatch: pytest.Monke
     monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "2")
     assert Settings().confirm_wait_limit_s == 0.5
     monkeypatch.setenv("PAYHOOK_TASK_TIME_LIMIT_S", "240")
-    assert Settings().confirm_wait_limit_s == 5.0
+    assert Settings().confirm_wait_limit_s == 2.0
     monkeypatch.setenv("PAYHOOK_CONFIRM_WAIT_S", "2.5")
     assert Settings().confirm_wait_limit_s == 2.5
