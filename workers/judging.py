@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import redis
 import structlog
 
 from ledger.apply import EventError, check_fields
@@ -124,7 +125,13 @@ async def _ask(
 ) -> list[ProviderEvent] | str:
     """The provider's events about `ref` ([] when it does not know the order), or the
     transient reason there are none yet (`DEFERRED` when the budget granted no query)."""
-    if not await budget.acquire(account.key, account.config.query_rate_per_s, until=until):
+    try:
+        if not await budget.acquire(account.key, account.config.query_rate_per_s, until=until):
+            return DEFERRED
+    except redis.RedisError as exc:
+        # No budget to be had is no grant: deferring counts no attempt, so a Redis outage
+        # cannot make genuine callbacks `dead`, nor let a flood past the provider's rate.
+        log.warning("query_budget_unavailable", account=account.key, error=type(exc).__name__)
         return DEFERRED
     transport = rt.transport(account.provider.name, account.name)
     try:

@@ -22,6 +22,7 @@ from ledger.db import make_engine, make_sessionmaker
 from ledger.models import Callback, Order
 from ledger.replay import reset_for_replay
 from payhook.accounts import load_accounts
+from payhook.embedded import free_port
 from payhook.settings import Settings
 from providers.base import HttpRequest
 from reconcile.budget import RateBudget, window
@@ -435,3 +436,20 @@ def test_callbacks_claiming_one_order_share_one_query(stack: Stack, runtime: Run
     result = process_batch(runtime, ids)
     assert result.states == {"applied": 1, "duplicate": 2}
     assert world.queries[("opay", order_no)] == 1
+
+
+def test_without_the_query_budget_claims_are_deferred_not_failed(
+    stack: Stack, runtime: Runtime
+) -> None:
+    """With Redis, which holds the shared query budget, out of reach, a claim is neither asked
+    about past the budget nor failed: it is deferred, and its attempt does not count."""
+    world = stack.world
+    order_no = unique()
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", order_no, "succeeded", "5.00"), plain=True)])
+    runtime.redis.close()
+    runtime.redis = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    result = process_batch(runtime, [callback_id])
+    assert result.reasons == {"processing|query:deferred": 1}
+    assert world.queries[("opay", order_no)] == 0
+    assert stack.callback(callback_id)["attempts"] == 0
