@@ -22,19 +22,31 @@ def exponent(currency: str) -> int:
 
 
 def to_minor(amount: Decimal | str | int, currency: str) -> int:
-    """Exact integer minor units; raises ValueError for amounts finer than the currency allows."""
+    """Exact integer minor units; raises ValueError for amounts finer than the currency allows.
+
+    Integer arithmetic on the digits, never Decimal's context: its 28-digit precision would
+    round a long amount to a whole one, and an extreme exponent ("1e-9999999999") would
+    underflow to 0 or overflow instead of being refused."""
     try:
         value = Decimal(amount)
     except (InvalidOperation, TypeError) as exc:
         raise AmountError(f"not an amount: {amount!r}") from exc
     if not value.is_finite():
         raise AmountError(f"not an amount: {amount!r}")
-    scaled = value.scaleb(exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise AmountError(f"{amount} has more decimals than {currency} allows")
-    if abs(scaled) > _MAX_MINOR:
-        raise AmountError(f"{amount} {currency} is beyond any amount the ledger can hold")
-    return int(scaled)
+    sign, coefficient, exp = value.as_tuple()
+    significant = "".join(map(str, coefficient)).rstrip("0")
+    if not significant:
+        return 0
+    # The power of ten, in minor units, of the last significant digit.
+    shift = int(exp) + len(coefficient) - len(significant) + exponent(currency)
+    if shift < 0:
+        raise AmountError(f"{str(amount)[:40]} has more decimals than {currency} allows")
+    fits = len(significant) + shift <= len(str(_MAX_MINOR))  # else int() of 64 KiB of digits
+    minor = int(significant) * pow(10, shift) if fits else _MAX_MINOR + 1
+    if minor > _MAX_MINOR:
+        raise AmountError(
+            f"{str(amount)[:40]} {currency} is beyond any amount the ledger can hold")
+    return -minor if sign else minor
 
 
 def format_minor(minor: int, currency: str) -> str:

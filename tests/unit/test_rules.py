@@ -45,7 +45,9 @@ def test_static_va_stays_open() -> None:
 @pytest.mark.parametrize(("amount", "currency", "minor"),
                          [("300.00", "NGN", 30000), ("50000", "IDR", 5000000),
                           (Decimal("0.01"), "CNY", 1), ("1200", "JPY", 1200),
-                          ("92233720368547758.07", "NGN", 2**63 - 1)])
+                          ("92233720368547758.07", "NGN", 2**63 - 1),
+                          ("5." + "0" * 5000, "NGN", 500), ("0E-99999", "NGN", 0),
+                          ("1.2E+3", "JPY", 1200)])
 def test_money_round_trips_exactly(amount: str, currency: str, minor: int) -> None:
     """Amounts become exact minor units and format back to the currency's unit."""
     assert to_minor(amount, currency) == minor
@@ -53,10 +55,12 @@ def test_money_round_trips_exactly(amount: str, currency: str, minor: int) -> No
 
 
 @pytest.mark.parametrize("bad", ["1.001", "NaN", "Infinity", "abc", "1e30",
-                                 "-92233720368547758.08"])
+                                 "-92233720368547758.08", "1e999999999", "1e-9999999999",
+                                 "1." + "0" * 60 + "1", "2" + "0" * 5000])
 def test_money_refuses_inexact_amounts(bad: str) -> None:
     """An amount finer than the currency allows, not a number, or beyond the ledger's BIGINT
-    minor units, is refused."""
+    minor units, is refused, whatever its exponent or length: never rounded to a whole amount
+    or to 0, never an arithmetic error."""
     with pytest.raises(ValueError, match=r"amount|decimals"):
         to_minor(bad, "NGN")
 
