@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     reconcile_silence_window_s: int = Field(default=900, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.
     publish_timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("api_token")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty PAYHOOK_API_TOKEN is no token (the API answers 503, disabled), not a token
+        nobody can send (401 for ever: HTTP strips the space "Bearer " would end with)."""
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @property
     def confirm_wait_limit_s(self) -> float:

@@ -94,3 +94,15 @@ def test_the_confirm_wait_leaves_the_task_time_to_work(monkeypatch: pytest.Monke
     assert Settings().confirm_wait_limit_s == 2.0
     monkeypatch.setenv("PAYHOOK_CONFIRM_WAIT_S", "2.5")
     assert Settings().confirm_wait_limit_s == 2.5
+
+
+@pytest.mark.parametrize("token", ["", "  ", "\t"])
+def test_a_blank_api_token_is_no_token(monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    """An empty PAYHOOK_API_TOKEN disables the API (503), as no token does, rather than
+    demanding a bearer token nobody can send."""
+    monkeypatch.setenv("PAYHOOK_API_TOKEN", token)
+    assert Settings().api_token is None
+    monkeypatch.setenv("PAYHOOK_API_TOKEN", "s3cret")
+    token_set = Settings().api_token
+    assert token_set is not None
+    assert token_set.get_secret_value() == "s3cret"
