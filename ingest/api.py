@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
 from ledger.models import Callback, ReconcileRun
@@ -30,6 +31,7 @@ from ledger.views import (
 )
 from payhook.logs import MASK, is_secret, mask_text
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,6 +85,23 @@ class OrderIn(BaseModel):
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     provider_order_no: str | None = Field(default=None, max_length=128)
     customer_phone: str | None = Field(default=None, max_length=32)
+
+    @field_validator("provider", "account", "merchant_order_no", "provider_order_no",
+                     "customer_phone")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        """PostgreSQL's text refuses a NUL, and UTF-8 a lone surrogate: a 400, not a 500."""
+        if value is not None and ("\x00" in value or _unencodable(value)):
+            raise ValueError("holds a NUL or a character UTF-8 cannot encode")
+        return value
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class ReconcileIn(BaseModel):
@@ -183,7 +202,10 @@ def _callback_id(request: web.Request) -> int:
 async def _json_body(request: web.Request, **loads: Any) -> Any:
     """The request's JSON body, read as UTF-8 whatever charset its Content-Type names (RFC
     8259); ValueError for a body that is not JSON."""
-    return json.loads((await request.read()).decode("utf-8"), **loads)
+    try:
+        return json.loads((await request.read()).decode("utf-8"), **loads)
+    except RecursionError as exc:  # "[[[[…": a body can nest deeper than the parser recurses
+        raise ValueError("JSON nested too deeply") from exc
 
 
 async def get_callback(request: web.Request) -> web.Response:
@@ -258,11 +280,24 @@ async def post_reconcile(request: web.Request) -> web.Response:
 
     run_id = await in_thread(work)
     celery = request.app[CELERY]
-    await in_thread(
-        lambda: celery.send_task(
-            RECONCILE_TASK, kwargs={"run_id": run_id, "provider": provider, "account": account}
+    try:
+        await in_thread(
+            lambda: celery.send_task(
+                RECONCILE_TASK, kwargs={"run_id": run_id, "provider": provider, "account": account}
+            )
         )
-    )
+    except Exception as exc:  # the broker is away: say so, and leave no run queued for ever
+        log.error("reconcile_not_queued", run_id=run_id, error=type(exc).__name__)
+
+        def fail() -> None:
+            with _session(request) as session, session.begin():
+                run = session.get_one(ReconcileRun, run_id)
+                run.state, run.finished_at = "failed", datetime.now(UTC)
+                run.report = json.dumps({"error": "broker unavailable"})
+
+        await in_thread(fail)
+        return web.json_response({"id": run_id, "state": "failed",
+                                  "error": "broker unavailable; retry later"}, status=503)
     return web.json_response({"id": run_id, "state": "queued"}, status=202)
 
 

@@ -30,8 +30,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url, pool_size=8)
     app = create_app(settings, accounts, engine, make_celery(settings))
     app.on_startup.append(_freeze_heap)
+    # auto_decompress off: a callback is stored as the bytes that came (CONTRACT §3), and a body
+    # whose Content-Encoding lies is stored and judged like any other, not a 500 and lost.
     web.run_app(
-        app, host=args.host, port=args.port, access_log=None, print=None, shutdown_timeout=10
+        app, host=args.host, port=args.port, access_log=None, print=None, shutdown_timeout=10,
+        auto_decompress=False,
     )
     return 0
 

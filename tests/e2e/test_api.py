@@ -20,6 +20,7 @@ from ingest.app import create_app
 from ledger.db import make_engine
 from payhook.accounts import Accounts, load_accounts
 from payhook.broker import make_celery
+from payhook.embedded import free_port
 from payhook.settings import Settings
 from tests.conftest import queue_name, unique
 from tests.harness import API_TOKEN, Stack, exchange, http
@@ -279,12 +280,22 @@ JSON_TYPE = {"Content-Type": "application/json"}
     ("POST", "/api/reconcile", {"provider": {"a": 1}}, JSON_TYPE, 400),
     ("POST", "/api/reconcile", {"provder": "opay"}, JSON_TYPE, 400),
     ("POST", "/api/reconcile", b"{}", {"Content-Type": "application/json; charset=bogus"}, 202),
+    ("POST", "/api/orders", b"[" * 50_000, JSON_TYPE, 400),
+    ("POST", "/api/reconcile", b"[" * 50_000, JSON_TYPE, 400),
+    ("POST", "/api/orders", {**ORDER, "amount": "1e999999999"}, JSON_TYPE, 400),
+    ("POST", "/api/orders", json.dumps({**ORDER, "merchant_order_no": "A\u0000B"}).encode(),
+     JSON_TYPE, 400),
+    ("POST", "/api/orders", json.dumps({**ORDER, "merchant_order_no": "A\ud800"}).encode(),
+     JSON_TYPE, 400),
+    ("POST", "/api/orders", json.dumps({**ORDER, "provider_order_no": "P\u0000"}).encode(),
+     JSON_TYPE, 400),
 ])
 def test_api_answers_bad_input_with_a_client_error(
     stack: Stack, method: str, path: str, body: object, headers: dict[str, str], status: int,
 ) -> None:
-    """Ids no row can have, amounts no ledger can hold, bodies of the wrong shape or charset:
-    each gets its 4xx (or is read as the UTF-8 that JSON is), never a 500."""
+    """Ids no row can have, amounts no ledger can hold (however large their exponent), bodies
+    of the wrong shape or charset or nested deeper than a parser recurses, strings PostgreSQL's
+    text refuses: each gets its 4xx (or is read as the UTF-8 that JSON is), never a 500."""
     if isinstance(body, dict) and "merchant_order_no" in body:  # a new order each run
         body = {**body, "merchant_order_no": unique()}
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -307,3 +318,42 @@ def test_callbacks_refused_by_route_are_logged_with_a_reason(stack: Stack) -> No
     assert refused == [("callback_unknown_account", "nosuchpay", "default", None),
                        ("callback_unknown_account", "opay", "nosuchaccount", None),
                        ("callback_wrong_method", None, None, "GET")]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_callback_is_stored_as_sent_whatever_its_content_encoding(
+    stack: Stack, encoding: str
+) -> None:
+    """The receiver does not decode a body: one whose Content-Encoding does not match it (or
+    names a coding nothing here reads) is stored byte for byte and acknowledged, then judged
+    by a worker, instead of a 500 or a 400 that stores nothing."""
+    body = f'{{"lies": "{unique()}"}}'.encode()
+    status, reply, headers = exchange("POST", stack.url + "/callbacks/otgpay", body=body,
+                                      headers={"Content-Type": "application/json",
+                                               "Content-Encoding": encoding})
+    assert (status, reply) == (200, b"SUCCESS")
+    callback_id = int(headers["X-Payhook-Callback-Id"])
+    assert stack.callback(callback_id)["body"] == body.decode()
+    [record] = stack.wait_final([callback_id])
+    assert record["state"] == "rejected"
+
+
+def test_a_reconcile_request_the_broker_cannot_take_fails_plainly(
+    stack: Stack, database_url: str
+) -> None:
+    """With the broker out of reach, POST /api/reconcile answers 503 and its run is `failed`
+    with the reason: never a 500, nor a run that stays `queued` for ever."""
+    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def run() -> tuple[int, dict[str, object], dict[str, object]]:
+        async with _own_receiver(stack, database_url, dead_broker, API_TOKEN) as (_, client):
+            auth = {"Authorization": f"Bearer {API_TOKEN}"}
+            posted = await client.post("/api/reconcile", headers=auth)
+            body = await posted.json()
+            stored = await (await client.get(f"/api/reconcile/runs/{body['id']}",
+                                             headers=auth)).json()
+        return posted.status, body, stored
+
+    status, body, stored = asyncio.run(run())
+    assert (status, body["state"]) == (503, "failed")
+    assert (stored["state"], stored["report"]) == ("failed", {"error": "broker unavailable"})
