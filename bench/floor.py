@@ -126,4 +126,5 @@ async def _healthz() -> web.Response:
 
 if __name__ == "__main__":
     web.run_app(create_app(os.environ["PAYHOOK_DATABASE_URL"]), host="127.0.0.1",
-                port=int(sys.argv[1]), access_log=None, print=None, shutdown_timeout=2)
+                port=int(sys.argv[1]), access_log=None, print=None, shutdown_timeout=2,
+                auto_decompress=False)

@@ -102,9 +102,12 @@ def _account(path: Path, provider: str, name: str, table: Any) -> Account:
     return Account(adapter, name, config)
 
 
-def load_accounts(path: Path) -> Accounts:
-    """Parse and validate the providers file; a missing file means no accounts."""
+def load_accounts(path: Path, *, required: bool = False) -> Accounts:
+    """Parse and validate the providers file; a missing file means no accounts, unless the
+    caller (a receiver or a worker, useless without them) says they are `required`."""
     if not path.exists():
+        if required:
+            raise ConfigError(f"{path}: no such providers file (PAYHOOK_CONFIG)")
         return Accounts(source=None)
     try:
         data = tomllib.loads(path.read_text("utf-8"))
@@ -126,4 +129,6 @@ def load_accounts(path: Path) -> Accounts:
             sms = SmsConfig.model_validate(table)
         except ValidationError as exc:
             raise _validation_error(path, where, exc) from exc
+    if required and not accounts:
+        raise ConfigError(f"{path}: no provider account ([providers.<provider>.<account>])")
     return Accounts(accounts, sms, path)

@@ -19,7 +19,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from payhook.accounts import load_accounts
     from payhook.broker import make_celery
 
-    accounts = load_accounts(settings.config)
+    # Without its accounts a receiver would answer 404 to every callback, until the providers
+    # stopped retrying: it refuses to start instead.
+    accounts = load_accounts(settings.config, required=True)
     # The event loop shares the GIL with the threads it hands blocking work to (SQLite's inbox
     # writes, the API's queries). A thread that wants the GIL waits up to the switch interval
     # (5 ms by default) for the holder to let go, which shows in the ack latency's tail; 1 ms
@@ -48,8 +50,18 @@ async def _freeze_heap(_app: object) -> None:
 
 
 def _celery(command: str, extra: list[str]) -> int:
+    from payhook.accounts import load_accounts
+    from providers.errors import ConfigError
     from workers.app import app
 
+    if command == "worker":
+        # Checked now, not at the first task: without its accounts a worker would reject every
+        # callback (`account_mismatch`), a final state.
+        try:
+            load_accounts(load_settings().config, required=True)
+        except ConfigError as exc:
+            print(f"payhook: configuration error: {exc}", file=sys.stderr)
+            return 2
     argv = [command, "--loglevel=INFO", *extra]
     if command == "worker" and not any(a.startswith(("-E", "--task-events")) for a in extra):
         argv.append("--task-events")

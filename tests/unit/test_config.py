@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from payhook.accounts import load_accounts
 from payhook.broker import celery_config
+from payhook.cli import main
 from payhook.settings import Settings
 from providers.errors import ConfigError
 
@@ -106,3 +107,22 @@ def test_a_blank_api_token_is_no_token(monkeypatch: pytest.MonkeyPatch, token: s
     token_set = Settings().api_token
     assert token_set is not None
     assert token_set.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_receiver_or_worker_without_provider_accounts_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A mistyped PAYHOOK_CONFIG, or a file with no account, stops `serve` and `worker` at
+    start-up (exit 2, the file named): a receiver would answer 404 to every callback, a worker
+    reject every one as `account_mismatch`."""
+    missing = tmp_path / "typo.toml"
+    monkeypatch.setenv("PAYHOOK_CONFIG", str(missing))
+    assert main([command]) == 2
+    assert f"{missing}: no such providers file" in capsys.readouterr().err
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[providers]\n")
+    monkeypatch.setenv("PAYHOOK_CONFIG", str(empty))
+    assert main([command]) == 2
+    assert f"{empty}: no provider account" in capsys.readouterr().err
