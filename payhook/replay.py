@@ -14,13 +14,16 @@ CHUNK = 64
 
 def replay(settings: Settings, *, ids: list[int], state: str | None) -> Replay:
     """Reset the chosen callbacks that have ended and publish them."""
+    # Before the reset: settings that cannot publish (no broker URL) change nothing. A publish
+    # that fails after it loses nothing either: the reset counts as enqueued, and the sweeper
+    # sends it again once `sweep_after_s` has passed.
+    publish = make_publisher(settings)
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session, session.begin():
             found = reset_for_replay(session, ids=ids, state=state)
     finally:
         engine.dispose()
-    publish = make_publisher(settings)
     for start in range(0, len(found.reset), CHUNK):
         publish(found.reset[start : start + CHUNK])
     return found

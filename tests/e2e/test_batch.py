@@ -23,6 +23,7 @@ from ledger.models import Callback, Order
 from ledger.replay import reset_for_replay
 from payhook.accounts import load_accounts
 from payhook.embedded import free_port
+from payhook.replay import replay
 from payhook.settings import Settings
 from providers.base import HttpRequest
 from reconcile.budget import RateBudget, window
@@ -453,3 +454,17 @@ def test_without_the_query_budget_claims_are_deferred_not_failed(
     assert result.reasons == {"processing|query:deferred": 1}
     assert world.queries[("opay", order_no)] == 0
     assert stack.callback(callback_id)["attempts"] == 0
+
+
+def test_a_replay_that_cannot_publish_changes_nothing(stack: Stack, runtime: Runtime) -> None:
+    """`payhook replay` without a broker to publish to refuses before it resets anything: the
+    callback keeps its final state and its attempts."""
+    world = stack.world
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    unpublishable = runtime.settings.model_copy(update={"redis_url": None})
+    with pytest.raises(ValueError, match="PAYHOOK_REDIS_URL"):
+        replay(unpublishable, ids=[callback_id], state=None)
+    record = stack.callback(callback_id)
+    assert (record["state"], record["attempts"]) == ("applied", 1)
