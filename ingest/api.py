@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
+from ledger.apply import storable_text
 from ledger.models import Callback, ReconcileRun
 from ledger.money import to_minor
 from ledger.orders import OrderConflict, OrderSpec, register_order
@@ -91,17 +92,9 @@ class OrderIn(BaseModel):
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
         """PostgreSQL's text refuses a NUL, and UTF-8 a lone surrogate: a 400, not a 500."""
-        if value is not None and ("\x00" in value or _unencodable(value)):
+        if value is not None and not storable_text(value):
             raise ValueError("holds a NUL or a character UTF-8 cannot encode")
         return value
-
-
-def _unencodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 class ReconcileIn(BaseModel):

@@ -193,11 +193,15 @@ def check_fields(event: object) -> None:
             continue
         if len(value) > width:
             raise EventError(f"{name} has {len(value)} characters; the ledger holds {width}")
-        if "\x00" in value or not _encodable(value):
+        if not storable_text(value):
             raise EventError(f"{name} holds a NUL or a character UTF-8 cannot encode")
 
 
-def _encodable(value: str) -> bool:
+def storable_text(value: str) -> bool:
+    """Whether PostgreSQL's text takes `value`: no NUL, and nothing UTF-8 cannot encode (a lone
+    surrogate, which a JSON \\ud800 escape can carry)."""
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -379,5 +383,5 @@ def _history(
 
 __all__ = [
     "Applied", "Decision", "EventError", "Incoming", "amount_differs", "apply_event",
-    "check_fields", "flag_order", "ledger_accounts", "lock_orders",
+    "check_fields", "flag_order", "ledger_accounts", "lock_orders", "storable_text",
 ]
