@@ -238,23 +238,30 @@ def test_replaying_an_applied_callback_keeps_it_applied_and_books_nothing(stack:
     assert [h["outcome"] for h in order["history"]] == ["applied", "duplicate", "duplicate"]
 
 
+def _reconcile(stack: Stack, provider: str) -> dict[str, Any]:
+    """Once the orders just registered are stale, run a pass over `provider` through the API
+    and wait for it to finish; the run, with its report, which must be `done`."""
+    time.sleep(2.5)  # the stack's accounts have stale_after_s = 2
+    status, run = stack.api("POST", "/api/reconcile", {"provider": provider})
+    assert status == 202
+    finished: dict[str, Any] = {}
+
+    def done() -> bool:
+        code, body = stack.api("GET", f"/api/reconcile/runs/{run['id']}")
+        finished.update(body)
+        return code == 200 and body["state"] in ("done", "failed")
+
+    wait_for(done, 60, "the reconcile run")
+    assert finished["state"] == "done"
+    return finished
+
+
 def test_lost_callback_is_resolved_by_a_reconcile_pass(stack: Stack) -> None:
     """An order whose callback never came is resolved by polling; the report names it."""
     order_no = unique("LOST")
     stack.register("opay", order_no, "300.00")
     stack.world.publish("opay", stack.world.fields("opay", order_no, "succeeded", "300.00"))
-    time.sleep(2.5)  # the stack's accounts have stale_after_s = 2
-    status, run = stack.api("POST", "/api/reconcile", {"provider": "opay"})
-    assert status == 202
-    report: dict[str, Any] = {}
-
-    def finished() -> bool:
-        code, body = stack.api("GET", f"/api/reconcile/runs/{run['id']}")
-        report.update(body)
-        return code == 200 and body["state"] in ("done", "failed")
-
-    wait_for(finished, 60, "the reconcile run")
-    assert report["state"] == "done"
+    report = _reconcile(stack, "opay")
     resolved = report["report"]["resolved_by_poll"]
     assert f"opay/default/{order_no}" in [o["order"] for o in resolved["orders"]], resolved
     order = stack.order("opay", order_no)
@@ -276,18 +283,7 @@ def test_a_poll_reports_an_amount_mismatch_only_where_the_ledger_flags_one(
     order_no = unique()
     stack.register("otgpay", order_no, "300.00")
     stack.world.publish("otgpay", stack.world.fields("otgpay", order_no, status, amount))
-    time.sleep(2.5)  # the stack's accounts have stale_after_s = 2
-    status_code, run = stack.api("POST", "/api/reconcile", {"provider": "otgpay"})
-    assert status_code == 202
-    report: dict[str, Any] = {}
-
-    def finished() -> bool:
-        code, body = stack.api("GET", f"/api/reconcile/runs/{run['id']}")
-        report.update(body)
-        return code == 200 and body["state"] in ("done", "failed")
-
-    wait_for(finished, 60, "the reconcile run")
-    assert report["state"] == "done"
+    report = _reconcile(stack, "otgpay")
     ref = f"otgpay/default/{order_no}"
     review = {o["order"]: o["reasons"] for o in report["report"]["needs_review"]["orders"]}
     assert review[ref] == [flag]
