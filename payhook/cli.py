@@ -51,17 +51,12 @@ async def _freeze_heap(_app: object) -> None:
 
 def _celery(command: str, extra: list[str]) -> int:
     from payhook.accounts import load_accounts
-    from providers.errors import ConfigError
     from workers.app import app
 
     if command == "worker":
         # Checked now, not at the first task: without its accounts a worker would reject every
         # callback (`account_mismatch`), a final state.
-        try:
-            load_accounts(load_settings().config, required=True)
-        except ConfigError as exc:
-            print(f"payhook: configuration error: {exc}", file=sys.stderr)
-            return 2
+        load_accounts(load_settings().config, required=True)
     argv = [command, "--loglevel=INFO", *extra]
     if command == "worker" and not any(a.startswith(("-E", "--task-events")) for a in extra):
         argv.append("--task-events")
@@ -173,16 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("worker", "beat"):
-        return _celery(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
-    settings = load_settings()
-    from payhook.logs import configure
-
-    configure(settings.log_format, settings.log_level)
     from providers.errors import ConfigError
 
     try:
+        if argv and argv[0] in ("worker", "beat"):
+            return _celery(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        settings = load_settings()
+        from payhook.logs import configure
+
+        configure(settings.log_format, settings.log_level)
         return int(args.func(settings, args))
     except ConfigError as exc:
         print(f"payhook: configuration error: {exc}", file=sys.stderr)
