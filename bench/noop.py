@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from payhook.broker import celery_config
+from payhook.broker import celery_config, redis_url
 from payhook.settings import load_settings
 
 NOOP_TASK = "bench.noop"
@@ -42,7 +42,7 @@ def noop(ids: list[int]) -> None:
     """Count the task done; nothing else."""
     if not _client:
         settings = load_settings()
-        _client.append(redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0"))
+        _client.append(redis.Redis.from_url(redis_url(settings)))
     done, last = done_keys(app.conf.task_default_queue)
     pipe = _client[0].pipeline(transaction=False)
     pipe.incr(done)

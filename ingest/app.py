@@ -19,7 +19,7 @@ from ingest.dispatch import Dispatcher
 from ingest.inbox import Inbox, InboxUnavailable, Received
 from ingest.metrics import ReceiverMetrics, StateCollector
 from payhook.accounts import Accounts
-from payhook.broker import AsyncPublisher
+from payhook.broker import AsyncPublisher, redis_url
 from payhook.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -136,7 +136,7 @@ def create_app(
     app[ENGINE] = engine
     app[METRICS] = ReceiverMetrics()
     app[REDIS] = redis.Redis.from_url(
-        settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=2, socket_connect_timeout=2
+        redis_url(settings), socket_timeout=2, socket_connect_timeout=2
     )
     app[CELERY] = celery
     publisher = AsyncPublisher(settings)

@@ -16,6 +16,7 @@ import redis.asyncio
 from celery import Celery
 
 from payhook.settings import Settings
+from providers.errors import ConfigError
 
 PROCESS_TASK = "payhook.process_callbacks"
 SWEEP_TASK = "payhook.sweep"
@@ -25,7 +26,7 @@ RECONCILE_TASK = "payhook.reconcile"
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for at-least-once delivery that survives a killed worker."""
     return {
-        "broker_url": _redis_url(settings),
+        "broker_url": redis_url(settings),
         "broker_transport_options": {
             # An unacked task comes back after this many seconds (Celery's default is an hour).
             "visibility_timeout": settings.visibility_timeout_s,
@@ -60,9 +61,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _redis_url(settings: Settings) -> str:
+def redis_url(settings: Settings) -> str:
+    """The one Redis every process of a deployment shares: the broker, the query budget and the
+    counters. There is no fallback: a guess (Celery's own default is RabbitMQ on localhost)
+    would start a process that looks healthy and never sees the others' work."""
     if not settings.redis_url:
-        raise ValueError("PAYHOOK_REDIS_URL is not set (payhook dev starts an embedded Redis)")
+        raise ConfigError(
+            "PAYHOOK_REDIS_URL is not set: the receiver, the workers and beat share one Redis "
+            "and cannot guess it (`payhook dev` runs them all with an embedded one)"
+        )
     return settings.redis_url
 
 
@@ -117,7 +124,7 @@ class Publisher(TaskMessages):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._client = redis.Redis.from_url(
-            _redis_url(settings),
+            redis_url(settings),
             socket_timeout=settings.publish_timeout_s,
             socket_connect_timeout=settings.publish_timeout_s,
         )
@@ -135,7 +142,7 @@ class AsyncPublisher(TaskMessages):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._client = redis.asyncio.Redis.from_url(
-            _redis_url(settings),
+            redis_url(settings),
             socket_timeout=settings.publish_timeout_s,
             socket_connect_timeout=settings.publish_timeout_s,
         )

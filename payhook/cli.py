@@ -17,8 +17,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ingest.app import create_app
     from ledger.db import make_engine
     from payhook.accounts import load_accounts
-    from payhook.broker import make_celery
+    from payhook.broker import make_celery, redis_url
 
+    redis_url(settings)
     # Without its accounts a receiver would answer 404 to every callback, until the providers
     # stopped retrying: it refuses to start instead.
     accounts = load_accounts(settings.config, required=True)
@@ -51,12 +52,15 @@ async def _freeze_heap(_app: object) -> None:
 
 def _celery(command: str, extra: list[str]) -> int:
     from payhook.accounts import load_accounts
+    from payhook.broker import redis_url
     from workers.app import app
 
+    settings = load_settings()
+    redis_url(settings)
     if command == "worker":
         # Checked now, not at the first task: without its accounts a worker would reject every
         # callback (`account_mismatch`), a final state.
-        load_accounts(load_settings().config, required=True)
+        load_accounts(settings.config, required=True)
     argv = [command, "--loglevel=INFO", *extra]
     if command == "worker" and not any(a.startswith(("-E", "--task-events")) for a in extra):
         argv.append("--task-events")

@@ -13,13 +13,13 @@ import redis
 from ledger.db import make_engine, make_sessionmaker
 from ledger.models import ReconcileRun
 from payhook.accounts import load_accounts
+from payhook.broker import redis_url
 from payhook.settings import Settings
 from providers.http import QueryHttp
 from reconcile.context import PassContext, ReconcileConfig
 from reconcile.runner import run_pass
 
 T = TypeVar("T")
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def reconcile_now(
@@ -28,7 +28,7 @@ def reconcile_now(
     """Run a pass with resources of its own, print the stored report as JSON; exit status 0."""
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    client = redis.Redis.from_url(settings.redis_url or DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(redis_url(settings))
     http = QueryHttp()
     loop = asyncio.new_event_loop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery, signals
@@ -9,6 +10,7 @@ from celery import Celery, signals
 from payhook.broker import celery_config
 from payhook.logs import configure as configure_logging
 from payhook.settings import load_settings
+from providers.errors import ConfigError
 
 app = Celery("payhook", include=["workers.tasks"])
 
@@ -16,7 +18,14 @@ app = Celery("payhook", include=["workers.tasks"])
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
     settings = load_settings()
-    sender.conf.update(celery_config(settings))
+    try:
+        config = celery_config(settings)
+    except ConfigError as exc:
+        # Celery logs what a signal handler raises and carries on with its defaults: a worker
+        # or Flower on RabbitMQ's localhost, looking healthy, seeing nothing. Exit instead.
+        print(f"payhook: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    sender.conf.update(config)
 
 
 @signals.setup_logging.connect

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.db import make_engine, make_sessionmaker
 from payhook.accounts import Accounts, load_accounts
+from payhook.broker import redis_url
 from payhook.settings import Settings, load_settings
 from providers.base import QueryTransport
 from providers.http import QueryHttp
@@ -89,7 +90,7 @@ def get() -> Runtime:
                 accounts=load_accounts(settings.config),
                 engine=engine,
                 sessions=make_sessionmaker(engine),
-                redis=redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0"),
+                redis=redis.Redis.from_url(redis_url(settings)),
             )
         return _current
 

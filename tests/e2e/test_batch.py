@@ -26,6 +26,7 @@ from payhook.embedded import free_port
 from payhook.replay import replay
 from payhook.settings import Settings
 from providers.base import HttpRequest
+from providers.errors import ConfigError
 from reconcile.budget import RateBudget, window
 from tests.conftest import unique
 from tests.harness import Stack, store
@@ -464,7 +465,7 @@ def test_a_replay_that_cannot_publish_changes_nothing(stack: Stack, runtime: Run
         "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
     assert process_batch(runtime, [callback_id]).states == {"applied": 1}
     unpublishable = runtime.settings.model_copy(update={"redis_url": None})
-    with pytest.raises(ValueError, match="PAYHOOK_REDIS_URL"):
+    with pytest.raises(ConfigError, match="PAYHOOK_REDIS_URL"):
         replay(unpublishable, ids=[callback_id], state=None)
     record = stack.callback(callback_id)
     assert (record["state"], record["attempts"]) == ("applied", 1)

@@ -68,9 +68,9 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """A real Redis (PAYHOOK_REDIS_URL, else database 15 on localhost)."""
-    client = redis.Redis.from_url(os.environ.get("PAYHOOK_REDIS_URL", "redis://127.0.0.1:6379/15"))
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A real Redis: the session's (PAYHOOK_REDIS_URL, else the one it started)."""
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +16,6 @@ from reconcile.cli import reconcile_now
 from tests.reconcile.conftest import Recon
 from tests.reconcile.harness import ACCESS_KEY, SECRET_KEY
 
-REDIS_URL = os.environ.get("PAYHOOK_REDIS_URL", "redis://127.0.0.1:6379/15")
-
 
 @pytest.fixture
 def default_prefix_cleaned(redis_client: redis.Redis) -> Iterator[None]:
@@ -31,7 +28,8 @@ def default_prefix_cleaned(redis_client: redis.Redis) -> Iterator[None]:
 
 @pytest.mark.usefixtures("default_prefix_cleaned")
 def test_reconcile_now_prints_the_report(
-    recon: Recon, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    recon: Recon, database_url: str, redis_url: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The command resolves a stale order through the configured provider, prints the stored
     report (run id, state, findings) and returns 0."""
@@ -46,7 +44,7 @@ def test_reconcile_now_prints_the_report(
     recon.register("C1")
     recon.clock.now = now
     recon.mtpay.set("C1", "SUCCESS")
-    settings = Settings(database_url=database_url, redis_url=REDIS_URL, config=config)
+    settings = Settings(database_url=database_url, redis_url=redis_url, config=config)
     with capture_logs() as logs:  # configured logging goes to stderr; unconfigured, stdout
         assert reconcile_now(settings, provider="mtpay") == 0
     assert any(line["event"] == "reconcile_pass" for line in logs)

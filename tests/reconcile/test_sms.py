@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -56,9 +55,9 @@ async def stand_in(
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    """A real Redis; every key the test made under its prefix is deleted afterwards."""
-    client = redis.Redis.from_url(os.environ.get("PAYHOOK_REDIS_URL", "redis://127.0.0.1:6379/15"))
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A real Redis, the session's; every key the test made under its prefix is deleted after."""
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ from payhook.cli import main
 from payhook.settings import Settings
 from providers.errors import ConfigError
 
-VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "data" / "vectors"
 OTG = f"""
 [providers.otgpay.default]
 base_url = "https://uat-interface.haipay.asia"
@@ -117,6 +121,7 @@ def test_a_receiver_or_worker_without_provider_accounts_refuses_to_start(
     """A mistyped PAYHOOK_CONFIG, or a file with no account, stops `serve` and `worker` at
     start-up (exit 2, the file named): a receiver would answer 404 to every callback, a worker
     reject every one as `account_mismatch`."""
+    monkeypatch.setenv("PAYHOOK_REDIS_URL", "redis://127.0.0.1:1/0")  # found; never reached
     missing = tmp_path / "typo.toml"
     monkeypatch.setenv("PAYHOOK_CONFIG", str(missing))
     assert main([command]) == 2
@@ -126,3 +131,37 @@ def test_a_receiver_or_worker_without_provider_accounts_refuses_to_start(
     monkeypatch.setenv("PAYHOOK_CONFIG", str(empty))
     assert main([command]) == 2
     assert f"{empty}: no provider account" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "beat", "reconcile", "replay"])
+def test_a_process_without_a_redis_url_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """Without PAYHOOK_REDIS_URL every process that uses the shared Redis stops at start-up,
+    naming the variable (exit 2), rather than guess one on localhost its peers do not use."""
+    monkeypatch.setenv("TEST_OTG_SECRET", "s3cret")
+    monkeypatch.setenv("PAYHOOK_CONFIG", str(write(tmp_path, OTG)))
+    monkeypatch.setenv("PAYHOOK_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.delenv("PAYHOOK_REDIS_URL", raising=False)
+    argv = [command, "1"] if command == "replay" else [command]
+    assert main(argv) == 2
+    assert "PAYHOOK_REDIS_URL is not set" in capsys.readouterr().err
+
+
+def test_celery_on_the_payhook_app_without_a_redis_url_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`celery -A workers.app …` (Flower, a worker started by hand) exits 2 without
+    PAYHOOK_REDIS_URL. Celery would log the configuration error and go on with its own default
+    broker, RabbitMQ on localhost: a worker that looks ready and never sees a callback."""
+    env = {k: v for k, v in os.environ.items() if k != "PAYHOOK_REDIS_URL"}
+    env["PAYHOOK_CONFIG"] = str(write(tmp_path, OTG))
+    env["TEST_OTG_SECRET"] = "s3cret"
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool=solo"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "PAYHOOK_REDIS_URL is not set" in done.stderr
+    assert "amqp://" not in done.stdout + done.stderr
