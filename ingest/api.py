@@ -181,14 +181,17 @@ async def get_callbacks(request: web.Request) -> web.Response:
     return web.json_response({"callbacks": await in_thread(work)})
 
 
-def _callback_id(request: web.Request) -> int:
-    """The route's `{id}`; an id no row can have (not a number, or beyond BIGINT) is a 404."""
+def _row_id(request: web.Request, what: str) -> int:
+    """The route's `{id}`; an id no row can have (not a number, or beyond BIGINT) is the same
+    JSON 404 as an id with no row."""
     try:
         value = int(request.match_info["id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+    except ValueError:
+        value = 0
     if not 0 < value < 2**63:
-        raise web.HTTPNotFound()
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"{what} not found"}), content_type="application/json"
+        )
     return value
 
 
@@ -202,7 +205,7 @@ async def _json_body(request: web.Request, **loads: Any) -> Any:
 
 
 async def get_callback(request: web.Request) -> web.Response:
-    callback_id = _callback_id(request)
+    callback_id = _row_id(request, "callback")
 
     def work() -> dict[str, Any] | None:
         with _session(request) as session:
@@ -227,7 +230,7 @@ async def replay_callback(request: web.Request) -> web.Response:
     """Put a stored callback back to `received` and enqueue it: processed again from raw bytes."""
     from ingest.app import DISPATCHER
 
-    callback_id = _callback_id(request)
+    callback_id = _row_id(request, "callback")
     def work() -> Replay:
         with _session(request) as session, session.begin():
             return reset_for_replay(session, ids=[callback_id])
@@ -295,7 +298,7 @@ async def post_reconcile(request: web.Request) -> web.Response:
 
 
 async def get_reconcile_run(request: web.Request) -> web.Response:
-    run_id = _callback_id(request)
+    run_id = _row_id(request, "run")
 
     def work() -> dict[str, Any] | None:
         with _session(request) as session:

@@ -270,6 +270,7 @@ JSON_TYPE = {"Content-Type": "application/json"}
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status"), [
     ("GET", "/api/callbacks/99999999999999999999", None, {}, 404),
     ("GET", "/api/callbacks/0", None, {}, 404),
+    ("GET", "/api/callbacks/abc", None, {}, 404),
     ("POST", "/api/callbacks/9223372036854775808/replay", None, {}, 404),
     ("GET", "/api/reconcile/runs/99999999999999999999", None, {}, 404),
     ("POST", "/api/orders", {**ORDER, "amount": "1e30"}, JSON_TYPE, 400),
@@ -295,13 +296,16 @@ def test_api_answers_bad_input_with_a_client_error(
 ) -> None:
     """Ids no row can have, amounts no ledger can hold (however large their exponent), bodies
     of the wrong shape or charset or nested deeper than a parser recurses, strings PostgreSQL's
-    text refuses: each gets its 4xx (or is read as the UTF-8 that JSON is), never a 500."""
+    text refuses: each gets its 4xx with a JSON error (or is read as the UTF-8 that JSON is),
+    never a 500."""
     if isinstance(body, dict) and "merchant_order_no" in body:  # a new order each run
         body = {**body, "merchant_order_no": unique()}
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
     got, reply = http(method, stack.url + path, body=raw,
                       headers={"Authorization": f"Bearer {API_TOKEN}", **headers})
     assert got == status, reply[:300]
+    if status >= 400:
+        assert json.loads(reply)["error"], reply[:300]
 
 
 def test_callbacks_refused_by_route_are_logged_with_a_reason(stack: Stack) -> None:
