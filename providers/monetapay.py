@@ -186,7 +186,11 @@ def record_event(record: Mapping[str, Any], trust: Trust) -> ProviderEvent:
     )
 
 
-_NOT_FOUND_WORDS = ("not exist", "not found", "no order")
+# Only an order that does not exist is "not found": "merchant not exist" or "appid not found"
+# is the account's setup failing, which a poll must report, not count as an answer.
+_NOT_FOUND = re.compile(
+    r"\border\b[^,;.]*\b(?:not exist|not found|does not exist)|\bno (?:such )?order\b"
+)
 _TRANSIENT_WORDS = ("busy", "frequent", "too many", "timeout", "try again", "later", "exception")
 _AUTH_WORDS = ("sign", "partner", "key", "token", "ip", "auth", "permission", "mch_id", "appid")
 
@@ -195,7 +199,7 @@ def query_error(code: str, message: str) -> QueryError:
     """The `QueryError` a non-zero reply `code` stands for, judged by its message."""
     text = message.lower()
     detail = f"code {code}: {message}"
-    if any(word in text for word in _NOT_FOUND_WORDS):
+    if _NOT_FOUND.search(text):
         return QueryNotFound(detail, code)
     if any(word in text for word in _TRANSIENT_WORDS):
         return QueryTransient(detail, code)

@@ -226,6 +226,9 @@ def test_query_refusals_map_to_error_classes(
         (wire.reply_busy(), QueryTransient),
         (wire.reply_error("500", "system exception"), QueryTransient),
         (wire.reply_error("404", "order not exist"), QueryNotFound),
+        (wire.reply_error("404", "no such order"), QueryNotFound),
+        (wire.reply_error("1001", "merchant not exist"), QueryPermanent),
+        (wire.reply_error("1", "appid not found"), QueryAuth),
         (wire.reply_error("7", "ip not allowed"), QueryAuth),
         (wire.reply_error("9", "amount invalid"), QueryPermanent),
         (b"<html>", QueryPermanent),
@@ -233,7 +236,9 @@ def test_query_refusals_map_to_error_classes(
     ],
 )
 def test_query_error_replies(body: bytes, error: type[QueryError]) -> None:
-    """A non-zero code is classed by its message; an unreadable reply is permanent."""
+    """A non-zero code is classed by its message: not found only when it says the order is not
+    there (a merchant or app id that does not exist is the setup failing); an unreadable reply
+    is permanent."""
     with pytest.raises(error):
         ADAPTER.parse_query_reply(ACCOUNT, HttpReply(200, body))
 
