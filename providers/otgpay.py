@@ -112,11 +112,13 @@ def verify_fields(key: rsa.RSAPublicKey, fields: Mapping[str, Any], secret: str)
 
 
 def parse_form(body: bytes) -> dict[str, str]:
-    """An `application/x-www-form-urlencoded` body; a repeated name is malformed, not guessed."""
+    """An `application/x-www-form-urlencoded` body, read as the form standard reads it (an empty
+    `&&` segment skipped, a name without `=` an empty value, which the signature leaves out);
+    a repeated name is malformed, not guessed."""
     pairs = parse_qsl(
         body.decode("utf-8"),
         keep_blank_values=True,
-        strict_parsing=True,
+        strict_parsing=False,
         errors="strict",
         max_num_fields=_MAX_FORM_FIELDS,
     )

@@ -198,6 +198,19 @@ def test_body_kind_is_sniffed_without_a_telling_content_type(content_type: str) 
         assert ADAPTER.parse_callback(raw, ACCOUNT).event_id == "6001"
 
 
+@pytest.mark.parametrize("edit", [
+    lambda body: body + b"&",
+    lambda body: body + b"&remark",
+    lambda body: body.replace(b"&", b"&&", 1),
+], ids=["trailing_ampersand", "bare_name", "empty_segment"])
+def test_a_form_body_is_read_as_the_form_standard_reads_it(edit: Any) -> None:
+    """Empty segments and a name without `=` are valid form encoding: the signed callback is
+    accepted (it was acknowledged already; rejecting it would lose the payment until a poll)."""
+    request = wire.callback(KEYS, FIELDS, form=True)
+    raw = RawCallback(edit(request.body), Headers(request.headers), NOW)
+    assert ADAPTER.parse_callback(raw, ACCOUNT).event_id == "6001"
+
+
 def test_repeated_form_field_is_malformed() -> None:
     """A form body that repeats a field is malformed rather than resolved by guessing."""
     request = wire.callback(KEYS, FIELDS, form=True)
