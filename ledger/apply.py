@@ -186,7 +186,11 @@ def _another_payment(session: Session, order: Order, event: Incoming, decision: 
 def check_fields(event: object) -> None:
     """Raise `EventError` if a provider string of `event` (an `Incoming`, or a provider event
     with the same field names) cannot be stored: wider than its column, or holding a NUL or a
-    lone surrogate, which PostgreSQL's text refuses (SQLite would store them)."""
+    lone surrogate, which PostgreSQL's text refuses (SQLite would store them); or a negative
+    amount, which would book a payment that takes money back."""
+    amount = getattr(event, "amount", None)
+    if amount is not None and amount < 0:
+        raise EventError(f"amount {amount} is negative")
     for name, width in _WIDTHS.items():
         value: str | None = getattr(event, name)
         if value is None:

@@ -47,7 +47,7 @@ AUTH_CODES = frozenset(
 )
 TRANSIENT_CODES = frozenset({"SYSTEM_ERROR", "SYSTEM_BUSY"})
 _MS_DIGITS = re.compile(r"[0-9]{1,18}")
-_AMOUNT = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,18})?")
+_AMOUNT = re.compile(r"[0-9]{1,30}(\.[0-9]{1,18})?")  # no sign: no payment is negative
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

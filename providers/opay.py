@@ -50,7 +50,7 @@ BUSY_CODES = frozenset({"10000", "11004", "11005"})
 # the key is not set up at OPay. Both need an operator, not a retry.
 AUTH_CODES = frozenset({"A_1001", "C_1111"})
 _MS_DIGITS = re.compile(r"[0-9]{1,18}")
-_AMOUNT = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,18})?")
+_AMOUNT = re.compile(r"[0-9]{1,30}(\.[0-9]{1,18})?")  # no sign: no payment is negative
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -108,6 +108,12 @@ def test_unknown_status_is_malformed() -> None:
     assert _reason(_raw(request)) == "malformed"
 
 
+def test_a_negative_amount_is_malformed() -> None:
+    """A signed success for "-100.00" would book a payment that takes money back: malformed."""
+    request = wire.callback_request(KEYS, {**ORDER, "depositAmount": "-100.00"}, NOW_MS)
+    assert _reason(_raw(request)) == "malformed"
+
+
 @pytest.mark.parametrize("header", ["access_key", "timestamp", "signature"])
 def test_missing_auth_header(header: str) -> None:
     """A webhook without one of the three auth headers is missing_auth_headers."""

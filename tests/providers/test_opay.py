@@ -153,6 +153,14 @@ def test_unknown_status_is_malformed() -> None:
     assert info.value.reason == "malformed"
 
 
+def test_a_negative_amount_is_malformed() -> None:
+    """A signed success for "-300.00" would book a payment that takes money back: malformed."""
+    request = wire.encrypted_callback(KEYS, {**ORDER, "amount": "-300.00"}, NOW_MS)
+    with pytest.raises(Rejected) as info:
+        ADAPTER.parse_callback(_raw(request), ACCOUNT)
+    assert info.value.reason == "malformed"
+
+
 def test_header_timestamp_is_ignored_in_favour_of_body() -> None:
     """Only the body's (signed) timestamp is checked; a stale header copy does not matter."""
     request = wire.encrypted_callback(KEYS, ORDER, NOW_MS)

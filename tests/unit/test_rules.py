@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from ledger.apply import EventError, Incoming, check_fields
 from ledger.money import format_minor, to_minor
 from ledger.status import Kind, Outcome, Status, decide
 from payhook.logs import MASK, mask_text, redact
@@ -86,3 +88,15 @@ def test_body_masking_hides_secret_fields_and_keeps_every_other_byte() -> None:
     assert mask_text("a=1&partner_key=xyz&token=&b=2") == "a=1&partner_key=***&token=***&b=2"
     assert mask_text("YOSIRZqt+/EQ==") == "YOSIRZqt+/EQ=="  # ciphertext: nothing named in it
 
+
+
+def test_the_ledger_refuses_a_negative_amount_whatever_the_adapter_let_through() -> None:
+    """The ledger's own gate (every callback and poll passes it) refuses a negative amount;
+    zero and positive amounts pass."""
+    event = Incoming(provider="opay", account="default", merchant_order_no="M1", event_id="E1",
+                     status=Status.SUCCEEDED, provider_status="SUCCESS", amount=Decimal("-1"),
+                     currency="NGN", source="callback")
+    with pytest.raises(EventError, match="negative"):
+        check_fields(event)
+    for amount in (Decimal("0"), Decimal("-0"), Decimal("1.00")):
+        check_fields(replace(event, amount=amount))
