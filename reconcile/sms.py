@@ -29,7 +29,7 @@ MERCHANT_PATH = "/api/merchant/me"
 SEND_PATH = "/api/sms/send"
 MAX_NUMBERS_PER_SEND = 1000
 #: Seed 004: "country code + number (e.g., 60123456789)"; E.164 allows at most 15 digits.
-PHONE_NUMBER = re.compile(r"^\d{8,15}$")
+PHONE_NUMBER = re.compile(r"[0-9]{8,15}")  # fullmatch: ASCII digits, no trailing newline
 # Seed 004 asks for Content-Type only; Accept keeps a Laravel/Sanctum backend from answering
 # an expired token with a redirect to a login page instead of a JSON 401.
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -60,7 +60,7 @@ class SmsConfig(BaseModel):
     @classmethod
     def _phone_numbers(cls, value: list[str]) -> list[str]:
         for number in value:
-            if not PHONE_NUMBER.match(number):
+            if not PHONE_NUMBER.fullmatch(number):
                 raise ValueError(f"{mask_number(number)}: country code + number, digits only")
         return value
 
@@ -179,7 +179,7 @@ class Sssms88Client:
         if not recipients:
             raise ValueError("no recipients")
         for number in recipients:
-            if not PHONE_NUMBER.match(number):
+            if not PHONE_NUMBER.fullmatch(number):
                 raise ValueError(f"not a phone number: {mask_number(number)}")
         if not message.strip():
             raise ValueError("empty message")

@@ -305,9 +305,12 @@ def test_scrub_masks_phone_numbers_and_opaque_tokens() -> None:
 
 
 def test_config_refuses_unknown_keys_and_bad_numbers() -> None:
-    """The `[notify.sssms88]` table forbids unknown keys and non-digit alert numbers."""
+    """The `[notify.sssms88]` table forbids unknown keys and alert numbers that are not ASCII
+    digits alone (`\\d` would take any script's digits, and `$` a trailing newline)."""
     with pytest.raises(ValueError, match="extra"):
         make_config("https://sms.example", colour="blue")
-    with pytest.raises(ValueError, match="digits only"):
-        make_config("https://sms.example", alert_numbers=["+60 111"])
+    for number in ("+60 111", "601111330000\n", "\u0666\u0660\u0661\u0661\u0661\u0661\u0663\u0663",
+                   "\uff16\uff10\uff11\uff11\uff11\uff11\uff13\uff13"):  # Arabic-Indic, full-width
+        with pytest.raises(ValueError, match="digits only"):
+            make_config("https://sms.example", alert_numbers=[number])
     assert make_config("https://sms.example/").base_url == "https://sms.example"
