@@ -7,8 +7,10 @@ import gc
 import json
 import sys
 from collections.abc import Sequence
+from itertools import pairwise
 
 from payhook.settings import Settings, load_settings
+from providers.errors import ConfigError
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -61,11 +63,25 @@ def _celery(command: str, extra: list[str]) -> int:
         # Checked now, not at the first task: without its accounts a worker would reject every
         # callback (`account_mismatch`), a final state.
         load_accounts(settings.config, required=True)
+        _process_pool(extra)
     argv = [command, "--loglevel=INFO", *extra]
     if command == "worker" and not any(a.startswith(("-E", "--task-events")) for a in extra):
         argv.append("--task-events")
     app.start(argv)
     return 0
+
+
+def _process_pool(extra: list[str]) -> None:
+    """Refuse a pool that runs several tasks in one process (threads, gevent, eventlet): a
+    worker process has one event loop and one HTTP session for its provider queries, which a
+    second task at the same time would find already running."""
+    pools = [a.split("=", 1)[1] if "=" in a else a[2:] for a in extra
+             if a.startswith(("--pool=", "-P")) and a != "-P"]
+    pools += [b for a, b in pairwise(extra) if a in ("-P", "--pool")]
+    for pool in pools:
+        if pool not in ("prefork", "solo"):
+            raise ConfigError(f"--pool {pool}: payhook workers run one task per process "
+                              "(prefork, the default, or solo)")
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -172,8 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from providers.errors import ConfigError
-
     try:
         if argv and argv[0] in ("worker", "beat"):
             return _celery(argv[0], argv[1:])

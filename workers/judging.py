@@ -53,7 +53,12 @@ def judge(rt: Runtime, cb: Callback) -> Verdict:
     verdict = Verdict(cb.id, cb.attempts)
     account = rt.accounts.get(cb.provider, cb.account)
     if account is None:
-        verdict.rejected = "account_mismatch"  # the account was removed from configuration
+        # A receiver acknowledged it, so some configuration has the account: during a rolling
+        # deploy this worker's may not yet. Retried, not rejected; `dead` (and replayable) if
+        # the account stays unknown through every attempt.
+        log.warning("callback_account_unknown", callback_id=cb.id, provider=cb.provider,
+                    account=cb.account)
+        verdict.transient = "account_unknown"
         return verdict
     verdict.account = account
     raw = RawCallback(
@@ -141,7 +146,10 @@ async def _ask(
     except QueryNotFound:
         return []
     except QueryError as exc:
-        return f"query:{type(exc).__name__}:{exc.code}"[:64]
+        # The code is the provider's text: only printable ASCII of it reaches the reason column
+        # (a NUL in it would fail the batch's shared write, and so every neighbour's).
+        code = "".join(c if " " < c <= "~" else "?" for c in exc.code)
+        return f"query:{type(exc).__name__}:{code}"[:64]
     except Exception as exc:  # an adapter bug: these callbacks' attempt only, never the batch
         log.exception("query_adapter_error", account=account.key, order=ref.merchant_order_no)
         return f"query:{type(exc).__name__}"[:64]

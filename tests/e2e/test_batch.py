@@ -469,3 +469,22 @@ def test_a_replay_that_cannot_publish_changes_nothing(stack: Stack, runtime: Run
         replay(unpublishable, ids=[callback_id], state=None)
     record = stack.callback(callback_id)
     assert (record["state"], record["attempts"]) == ("applied", 1)
+
+
+def test_a_callback_for_an_account_this_worker_does_not_know_is_retried_not_rejected(
+    stack: Stack, runtime: Runtime
+) -> None:
+    """A receiver acknowledged it, so some configuration has the account (a rolling deploy
+    reaches this worker later): retried, then `dead` and replayable, never `rejected`."""
+    world = stack.world
+    [callback_id] = store(runtime.engine, [world.callback(
+        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    _set(runtime, callback_id, account="eu")
+    first = process_batch(runtime, [callback_id])
+    assert first.reasons == {"processing|account_unknown": 1}
+    assert sum(len(ids) for ids in first.retry.values()) == 1
+    for _ in range(2):
+        last = process_batch(runtime, [callback_id])
+    assert last.reasons == {"dead|account_unknown": 1}
+    record = stack.callback(callback_id)
+    assert (record["state"], record["reason"], record["attempts"]) == ("dead", "account_unknown", 3)

@@ -165,3 +165,18 @@ def test_celery_on_the_payhook_app_without_a_redis_url_exits(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "PAYHOOK_REDIS_URL is not set" in done.stderr
     assert "amqp://" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("pool", [["--pool=threads"], ["-P", "gevent"], ["--pool", "eventlet"],
+                                  ["-Pthreads"]])
+def test_a_worker_refuses_a_pool_that_shares_a_process_between_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    pool: list[str],
+) -> None:
+    """Two tasks at once in one worker process would share its one event loop (the second
+    fails with "already running"): `payhook worker` takes prefork or solo only."""
+    monkeypatch.setenv("TEST_OTG_SECRET", "s3cret")
+    monkeypatch.setenv("PAYHOOK_CONFIG", str(write(tmp_path, OTG)))
+    monkeypatch.setenv("PAYHOOK_REDIS_URL", "redis://127.0.0.1:1/0")  # found; never reached
+    assert main(["worker", *pool]) == 2
+    assert "one task per process" in capsys.readouterr().err
