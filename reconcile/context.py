@@ -33,6 +33,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+
+def recon_prefix(queue: str) -> str:
+    """The Redis prefix of the reconciliation state (query budgets, breakers, claims) that
+    every process of the deployment on `queue` shares: workers, beat's passes, the CLI."""
+    return f"{queue}:recon"
+
+
 @dataclass(frozen=True)
 class ReconcileConfig:
     """Tunables of a pass; `from_settings` reads `reconcile_*` settings where they exist."""
@@ -52,7 +59,7 @@ class ReconcileConfig:
     report_refs: int = 50
     #: The SMS credit is polled by at most one pass in this long, whichever process runs it.
     credit_check_interval_s: int = 900
-    redis_prefix: str = "payhook:recon"
+    redis_prefix: str = "payhook:recon"  # recon_prefix(PAYHOOK_QUEUE)
 
     @classmethod
     def from_settings(cls, settings: object) -> ReconcileConfig:
@@ -69,6 +76,9 @@ class ReconcileConfig:
         backoff = getattr(settings, "reconcile_backoff_s", None)
         if backoff:
             values["backoff_s"] = tuple(int(s) for s in backoff)
+        queue = getattr(settings, "queue", None)
+        if queue:  # the deployment's shared budgets and breakers, whichever process runs a pass
+            values["redis_prefix"] = recon_prefix(queue)
         return cls(**values)
 
     def schedule(self, account: Account) -> tuple[int, ...]:

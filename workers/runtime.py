@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -22,7 +22,7 @@ from payhook.broker import redis_url
 from payhook.settings import Settings, load_settings
 from providers.base import QueryTransport
 from providers.http import QueryHttp
-from reconcile.context import PassContext, ReconcileConfig
+from reconcile.context import PassContext, ReconcileConfig, recon_prefix
 
 T = TypeVar("T")
 
@@ -54,13 +54,12 @@ class Runtime:
     @property
     def recon_prefix(self) -> str:
         """The Redis prefix of the state every process shares: query budgets, breakers."""
-        return f"{self.settings.queue}:recon"
+        return recon_prefix(self.settings.queue)
 
     def pass_context(self) -> PassContext:
         """The reconciliation context, built once per process (its SMS client keeps a token)."""
         if self._pass is None:
-            config = replace(ReconcileConfig.from_settings(self.settings),
-                             redis_prefix=self.recon_prefix)
+            config = ReconcileConfig.from_settings(self.settings)
             self._pass = PassContext(sessions=self.sessions, accounts=self.accounts,
                                      http=self.http, redis=self.redis, run=self.run,
                                      config=config)

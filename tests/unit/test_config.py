@@ -15,6 +15,7 @@ from payhook.broker import celery_config
 from payhook.cli import main
 from payhook.settings import Settings
 from providers.errors import ConfigError
+from reconcile.context import ReconcileConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "data" / "vectors"
@@ -180,3 +181,11 @@ def test_a_worker_refuses_a_pool_that_shares_a_process_between_tasks(
     monkeypatch.setenv("PAYHOOK_REDIS_URL", "redis://127.0.0.1:1/0")  # found; never reached
     assert main(["worker", *pool]) == 2
     assert "one task per process" in capsys.readouterr().err
+
+
+def test_every_process_shares_one_reconciliation_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`payhook reconcile` keeps its budgets and breakers under the deployment's queue, as the
+    workers do: another prefix would be a second query budget, and twice the provider's rate."""
+    monkeypatch.setenv("PAYHOOK_QUEUE", "prod")
+    assert ReconcileConfig.from_settings(Settings()).redis_prefix == "prod:recon"
+    assert ReconcileConfig().redis_prefix == "payhook:recon"
