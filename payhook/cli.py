@@ -60,8 +60,8 @@ def _celery(command: str, extra: list[str]) -> int:
     settings = load_settings()
     redis_url(settings)
     if command == "worker":
-        # Checked now, not at the first task: without its accounts a worker would reject every
-        # callback (`account_mismatch`), a final state.
+        # Checked now, not at the first task: without its accounts a worker would retry every
+        # callback (`account_unknown`) until each was `dead`.
         load_accounts(settings.config, required=True)
         _process_pool(extra)
     argv = [command, "--loglevel=INFO", *extra]

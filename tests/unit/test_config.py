@@ -121,7 +121,7 @@ def test_a_receiver_or_worker_without_provider_accounts_refuses_to_start(
 ) -> None:
     """A mistyped PAYHOOK_CONFIG, or a file with no account, stops `serve` and `worker` at
     start-up (exit 2, the file named): a receiver would answer 404 to every callback, a worker
-    reject every one as `account_mismatch`."""
+    retry every one (`account_unknown`) until it was `dead`."""
     monkeypatch.setenv("PAYHOOK_REDIS_URL", "redis://127.0.0.1:1/0")  # found; never reached
     missing = tmp_path / "typo.toml"
     monkeypatch.setenv("PAYHOOK_CONFIG", str(missing))
