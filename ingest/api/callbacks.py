@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ingest.api.common import bad_request, db_session, in_thread, row_id
+from ingest.api.common import bad_request, db_session, found, in_thread, row_id
 from ledger.models import Callback
 from ledger.replay import Replay, reset_for_replay
 from ledger.views import callback_summary, list_callbacks
@@ -44,10 +44,7 @@ async def get_callback(request: web.Request) -> web.Response:
             body["remote_addr"] = cb.remote_addr
             return body
 
-    body = await in_thread(work)
-    if body is None:
-        return web.json_response({"error": "callback not found"}, status=404)
-    return web.json_response(body)
+    return await found("callback", work)
 
 
 async def replay_callback(request: web.Request) -> web.Response:

@@ -52,6 +52,14 @@ def authorized(handler: Handler) -> Handler:
     return guarded
 
 
+async def found(what: str, work: Callable[[], dict[str, Any] | None]) -> web.Response:
+    """The JSON that `work` (run off the loop) finds, or a JSON 404 naming `what`."""
+    body = await in_thread(work)
+    if body is None:
+        return web.json_response({"error": f"{what} not found"}, status=404)
+    return web.json_response(body)
+
+
 def bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ingest.api.common import bad_request, db_session, in_thread, json_body
+from ingest.api.common import bad_request, db_session, found, in_thread, json_body
 from ledger.apply import storable_text
 from ledger.money import to_minor
 from ledger.orders import OrderConflict, OrderSpec, register_order
@@ -93,10 +93,7 @@ async def get_order(request: web.Request) -> web.Response:
             order = find_order(session, provider, account, order_no)
             return None if order is None else order_json(session, order)
 
-    body = await in_thread(work)
-    if body is None:
-        return web.json_response({"error": "order not found"}, status=404)
-    return web.json_response(body)
+    return await found("order", work)
 
 
 async def get_balances(request: web.Request) -> web.Response:

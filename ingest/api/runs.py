@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ingest.api.common import bad_request, db_session, in_thread, json_body, row_id
+from ingest.api.common import bad_request, db_session, found, in_thread, json_body, row_id
 from ledger.models import ReconcileRun
 from ledger.views import iso
 
@@ -95,8 +95,5 @@ async def get_reconcile_run(request: web.Request) -> web.Response:
                 "report": json.loads(run.report),
             }
 
-    body = await in_thread(work)
-    if body is None:
-        return web.json_response({"error": "run not found"}, status=404)
-    return web.json_response(body)
+    return await found("run", work)
 
