@@ -33,7 +33,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-
 def recon_prefix(queue: str) -> str:
     """The Redis prefix of the reconciliation state (query budgets, breakers, claims) that
     every process of the deployment on `queue` shares: workers, beat's passes, the CLI."""
@@ -59,7 +58,7 @@ class ReconcileConfig:
     report_refs: int = 50
     #: The SMS credit is polled by at most one pass in this long, whichever process runs it.
     credit_check_interval_s: int = 900
-    redis_prefix: str = "payhook:recon"  # recon_prefix(PAYHOOK_QUEUE)
+    redis_prefix: str = recon_prefix("payhook")  # from_settings: PAYHOOK_QUEUE's
 
     @classmethod
     def from_settings(cls, settings: object) -> ReconcileConfig:

@@ -181,4 +181,3 @@ def _unusable(order: Order, polled: Polled, reason: str, detail: str) -> None:
     if reason not in polled.flags:
         polled.flags.append(reason)
     flag_order(order, [reason])
-
