@@ -90,6 +90,9 @@ class Callback(Base):
     # When the running attempt started; cleared by the write that ends it. Set on a non-final
     # callback, it marks an attempt that never finished (its worker was killed, or still runs).
     claimed_at: Mapped[datetime | None] = mapped_column(Stamp)
+    # The Celery task running that attempt. NULL beside `claimed_at` once the attempt is known
+    # to be over without a verdict; another task's young claim is an attempt still running.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         # The sweeper's and the age gauge's query: only non-final rows, oldest first.

@@ -50,6 +50,6 @@ def reset_for_replay(
             update(Callback)
             .where(Callback.id.in_(replay.reset))
             .values(state="received", reason=None, enqueued_at=datetime.now(UTC), attempts=0,
-                    claimed_at=None)
+                    claimed_at=None, claimed_by=None)
         )
     return replay

@@ -1,10 +1,9 @@
 """The sweeper: any callback not final after its deadline is enqueued again.
 
 A callback waiting out its retry delay is not overdue: its `enqueued_at` is the time its retry
-is due. Nor is one with an attempt running (`claimed_at`) until that attempt is past the task
-time limit, by which time it has ended or its worker is gone: sending it again sooner would
-start a second attempt beside the first, and the second, finding the first unfinished, could
-take the callback for one that kills its worker.
+is due. Nor is one with an attempt running (`claimed_by` a task) until that attempt is past the
+task time limit, by which time it has ended or its worker is gone: a copy sent sooner would
+find the attempt running and leave the callback to it, so it would only cost a task.
 
 Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
 LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
@@ -39,7 +38,8 @@ def sweep(rt: Runtime, enqueue: Callable[[list[int]], object]) -> int:
                     Callback.state.in_(NON_FINAL),
                     Callback.received_at < deadline,
                     or_(Callback.enqueued_at.is_(None), Callback.enqueued_at < deadline),
-                    or_(Callback.claimed_at.is_(None), Callback.claimed_at < running_since),
+                    or_(Callback.claimed_at.is_(None), Callback.claimed_by.is_(None),
+                        Callback.claimed_at < running_since),
                 )
                 .order_by(Callback.received_at)
                 .limit(LIMIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
@@ -29,7 +30,9 @@ log = structlog.get_logger(__name__)
 def process_callbacks(ids: list[int]) -> dict[str, Any]:
     """Process stored callbacks by id; those with transient failures come back later."""
     rt = runtime.get()
-    result = process_batch(rt, ids)
+    # Redis redelivers a lost worker's task under its id, which tells its claims from another's.
+    task_id = process_callbacks.request.id or f"local-{uuid.uuid4()}"
+    result = process_batch(rt, ids, task_id)
     for countdown, retry in result.retry.items():
         process_callbacks.apply_async(args=[retry], countdown=countdown, retry=False)
     for callback_id in result.split:  # an earlier attempt at this batch never finished

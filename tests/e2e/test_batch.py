@@ -34,6 +34,8 @@ from workers.process import BatchResult, process_batch
 from workers.runtime import Runtime
 from workers.sweeper import sweep
 
+TASK = "task-1"  # the Celery task id an attempt is claimed for
+
 
 @pytest.fixture
 def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime]:
@@ -75,7 +77,7 @@ def test_poison_callback_does_not_fail_its_neighbours(
     poison_fields = world.fields("opay", order_no or unique(), "succeeded", "5.00")
     poison = world.callback("opay", {**poison_fields, "amount": amount})
     ids = store(runtime.engine, [good[0], good[1], poison, *good[2:]])
-    result = process_batch(runtime, ids)
+    result = process_batch(runtime, ids, TASK)
     assert result.states == {"applied": 4, "rejected": 1}
     assert result.reasons[f"rejected|{reason}"] == 1
     records = [stack.callback(i) for i in ids]
@@ -98,7 +100,7 @@ def test_an_unsigned_claim_with_an_unstorable_order_number_is_rejected_before_an
     claim = HttpRequest("POST", "/callbacks/opay", {"Content-Type": "application/json",
                                                     "X-Opay-Tranid": "T1"}, body.encode())
     ids = store(runtime.engine, [good[0], claim, good[1]])
-    result = process_batch(runtime, ids)
+    result = process_batch(runtime, ids, TASK)
     assert result.states == {"applied": 2, "rejected": 1}
     assert result.reasons["rejected|malformed"] == 1
     assert [stack.callback(i)["state"] for i in ids] == ["applied", "rejected", "applied"]
@@ -126,7 +128,7 @@ def test_an_order_created_by_a_rolled_back_callback_is_created_again(
         return move_money(session, order, event, now)
 
     monkeypatch.setattr(ledger.apply, "_move_money", fail_for_the_first)
-    result = process_batch(runtime, ids)
+    result = process_batch(runtime, ids, TASK)
     assert result.states == {"applied": 1, "processing": 1}
     assert [stack.callback(i)["state"] for i in ids] == ["processing", "applied"]
     order = stack.order("opay", order_no)
@@ -141,8 +143,8 @@ def test_a_batch_processed_twice_changes_nothing(stack: Stack, runtime: Runtime)
     order_no = unique()
     ids = store(runtime.engine, [world.callback("otgpay",
                                          world.fields("otgpay", order_no, "succeeded", "9.00"))])
-    assert process_batch(runtime, ids).states == {"applied": 1}
-    assert process_batch(runtime, ids).states == {}
+    assert process_batch(runtime, ids, TASK).states == {"applied": 1}
+    assert process_batch(runtime, ids, TASK).states == {}
     order = stack.order("otgpay", order_no)
     assert order is not None
     assert len(order["history"]) == 1
@@ -157,26 +159,36 @@ class WorkerDied(BaseException):
 def _each_alone_until_the_culprit_is_dead(
     runtime: Runtime, ids: list[int], culprit: int, error: type[BaseException]
 ) -> BatchResult:
-    """Send each callback of a split batch again alone, as the task does: the neighbours apply
-    at once; the culprit fails with `error` until `max_attempts` (3) attempts have started.
-    The result of the attempt after that, which must not judge it again."""
+    """Send each callback of a split batch again alone, each in its own task, as the task does:
+    the neighbours apply at once; the culprit fails with `error` until `max_attempts` (3)
+    attempts have started. A worker's death is redelivered under its task's id; a task that
+    failed is sent again by the sweeper, as a new task. The result of the attempt after the
+    last, which must not judge the culprit again."""
     for callback_id in ids:
-        if callback_id == culprit:
-            with pytest.raises(error):
-                process_batch(runtime, [callback_id])
-        else:
-            assert process_batch(runtime, [callback_id]).states == {"applied": 1}
-    with pytest.raises(error):
-        process_batch(runtime, [culprit])
-    return process_batch(runtime, [culprit])
+        if callback_id != culprit:
+            assert process_batch(runtime, [callback_id], f"alone-{callback_id}").states == {
+                "applied": 1}
+    for attempt in range(1, runtime.settings.max_attempts + 1):
+        task = f"alone-{culprit}" if error is WorkerDied else f"swept-{attempt}"
+        with pytest.raises(error):
+            process_batch(runtime, [culprit], task)
+        assert _attempts(runtime, culprit) == attempt
+    task = f"alone-{culprit}" if error is WorkerDied else "swept-last"
+    return process_batch(runtime, [culprit], task)
+
+
+def _attempts(runtime: Runtime, callback_id: int) -> int:
+    with Session(runtime.engine) as session:
+        return session.get_one(Callback, callback_id).attempts
 
 
 def test_a_callback_that_kills_its_worker_ends_dead_alone(
     stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first death takes its batch with it; redelivered, the batch is split and each
-    callback sent alone, so its neighbours apply. The killer is attempted `max_attempts` (3)
-    times in all, then ends `dead` with reason `worker_lost` without being judged again."""
+    callback sent alone, with the batch's attempt given back (which one killed it is not
+    known), so its neighbours apply. Alone, the killer is attempted `max_attempts` (3) times,
+    then ends `dead` with reason `worker_lost` without being judged again."""
     world = stack.world
     requests = [world.callback("opay", world.fields("opay", unique(), "succeeded", "5.00"))
                 for _ in range(5)]
@@ -193,10 +205,10 @@ def test_a_callback_that_kills_its_worker_ends_dead_alone(
 
     monkeypatch.setattr(workers.judging, "judge", dies_on_the_killer)
     with pytest.raises(WorkerDied):
-        process_batch(runtime, ids)
+        process_batch(runtime, ids, TASK)
     assert {stack.callback(i)["attempts"] for i in ids} == {1}
 
-    redelivered = process_batch(runtime, ids)
+    redelivered = process_batch(runtime, ids, TASK)
     assert redelivered.split == ids
     assert redelivered.states == {}
     assert judged == ids[:3]  # the redelivery judged nothing
@@ -204,13 +216,13 @@ def test_a_callback_that_kills_its_worker_ends_dead_alone(
     final = _each_alone_until_the_culprit_is_dead(runtime, ids, killer, WorkerDied)
     assert final.states == {"dead": 1}
     assert final.reasons == {"dead|worker_lost": 1}
-    assert judged.count(killer) == 3
+    assert judged.count(killer) == 1 + 3
 
     records = {i: stack.callback(i) for i in ids}
     assert (records[killer]["state"], records[killer]["reason"]) == ("dead", "worker_lost")
     assert records[killer]["attempts"] == 3
     assert [records[i]["state"] for i in ids if i != killer] == ["applied"] * 4
-    assert [records[i]["attempts"] for i in ids if i != killer] == [2] * 4
+    assert [records[i]["attempts"] for i in ids if i != killer] == [1] * 4
 
 
 def test_an_unexpected_error_is_taken_for_a_death_and_ends_the_culprit_dead_alone(
@@ -233,13 +245,77 @@ def test_an_unexpected_error_is_taken_for_a_death_and_ends_the_culprit_dead_alon
         return judge(rt, cb)
 
     monkeypatch.setattr(workers.judging, "judge", breaks_on_the_culprit)
-    first = process_batch(runtime, ids)
+    first = process_batch(runtime, ids, TASK)
     assert (first.split, first.states) == (ids, {})
+    assert [_attempts(runtime, i) for i in ids] == [0] * 4  # given back: no one's fault yet
     final = _each_alone_until_the_culprit_is_dead(runtime, ids, culprit, KeyError)
     assert final.reasons == {"dead|worker_lost": 1}
     records = {i: stack.callback(i) for i in ids}
     assert (records[culprit]["state"], records[culprit]["attempts"]) == ("dead", 3)
     assert [records[i]["state"] for i in ids if i != culprit] == ["applied"] * 3
+
+
+def test_a_copy_of_a_running_attempt_leaves_the_callback_to_it(
+    stack: Stack, runtime: Runtime
+) -> None:
+    """A second task for a callback whose attempt runs in another task (a late retry the
+    sweeper also sent, a split of a batch still running) used to take that attempt for a death:
+    on its last attempt the callback ended `dead` while the first task was applying it, or
+    else a second attempt ran beside the first. Now the copy leaves it to the running task and
+    processes the rest; a claim past the task time limit is over, and counts as a death."""
+    world = stack.world
+    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
+                                                                    "succeeded", "5.00"))
+                                 for _ in range(2)])
+    running = ids[0]
+    now = datetime.now(UTC)
+    _set(runtime, running, state="processing", attempts=3, claimed_at=now,
+         claimed_by="the-running-task")
+
+    copy = process_batch(runtime, ids, "a-copy")
+    assert (copy.split, copy.states) == ([], {"applied": 1})
+    record = stack.callback(running)
+    assert (record["state"], record["attempts"]) == ("processing", 3)
+    assert process_batch(runtime, [running], "another-copy").states == {}
+    assert _attempts(runtime, running) == 3
+
+    # The running task itself, redelivered after its worker died, knows its claim is over.
+    assert process_batch(runtime, [running], "the-running-task").reasons == {
+        "dead|worker_lost": 1}
+
+    [stale] = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
+                                                                        "succeeded", "5.00"))])
+    limit = timedelta(seconds=runtime.settings.task_time_limit_s)
+    _set(runtime, stale, state="processing", attempts=3, claimed_at=now - limit - limit / 10,
+         claimed_by="a-task-long-gone")
+    assert process_batch(runtime, [stale], "the-sweepers-copy").reasons == {
+        "dead|worker_lost": 1}
+
+
+def test_a_batch_taken_for_a_death_does_not_cost_its_neighbours_their_last_attempt(
+    stack: Stack, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose attempt fails with an unforeseen error is split; the attempt was no one
+    callback's fault, so each gets it back. Before, a neighbour on its last attempt, sent
+    alone, found the attempt unfinished and ended `dead` though it was sound."""
+    world = stack.world
+    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
+                                                                    "succeeded", "5.00"))
+                                 for _ in range(2)])
+    culprit, neighbour = ids
+    _set(runtime, neighbour, state="processing", attempts=2)
+    judge = workers.judging.judge
+
+    def breaks_on_the_culprit(rt: Runtime, cb: Callback) -> workers.judging.Verdict:
+        if cb.id == culprit:
+            raise KeyError("an adapter bug")
+        return judge(rt, cb)
+
+    monkeypatch.setattr(workers.judging, "judge", breaks_on_the_culprit)
+    assert process_batch(runtime, ids, TASK).split == ids
+    assert (_attempts(runtime, culprit), _attempts(runtime, neighbour)) == (0, 2)
+    assert process_batch(runtime, [neighbour], "alone").states == {"applied": 1}
+    assert _attempts(runtime, neighbour) == 3
 
 
 def test_a_query_that_breaks_fails_its_own_callback_not_the_batch(
@@ -267,7 +343,7 @@ def test_a_query_that_breaks_fails_its_own_callback_not_the_batch(
         return await query(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(type(provider.provider), "query", breaks_once)
-    result = process_batch(runtime, ids)
+    result = process_batch(runtime, ids, TASK)
     assert result.split == []
     assert result.states == {"applied": 2, "processing": 1}
     assert result.reasons["processing|query:UnicodeEncodeError"] == 1
@@ -290,8 +366,8 @@ def test_an_attempt_that_fails_with_an_error_is_not_taken_for_a_dead_worker(
 
     monkeypatch.setattr(workers.judging, "judge", fails_once)
     with pytest.raises(OperationalError):
-        process_batch(runtime, ids)
-    retried = process_batch(runtime, ids)
+        process_batch(runtime, ids, TASK)
+    retried = process_batch(runtime, ids, TASK)
     assert retried.split == []
     assert retried.states == {"applied": 3}
     assert [stack.callback(i)["attempts"] for i in ids] == [2, 2, 2]
@@ -311,7 +387,7 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
         raise RuntimeError("injected transient fault")
 
     monkeypatch.setattr(ledger.apply, "_move_money", transient)
-    result = process_batch(runtime, [callback_id])
+    result = process_batch(runtime, [callback_id], TASK)
     assert result.retry == {15: [callback_id]}
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     _set(runtime, callback_id, received_at=long_ago)
@@ -327,8 +403,8 @@ def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_lim
     stack: Stack, runtime: Runtime
 ) -> None:
     """An attempt that takes longer than `sweep_after_s` (slow provider queries) is still
-    running: a second attempt beside it would find the first unfinished and could count the
-    callback as one that kills its worker. The sweeper waits out the task time limit."""
+    running: a copy sent beside it would only find it running and leave it alone. The sweeper
+    waits out the task time limit, unless the attempt is marked over."""
     world = stack.world
     [callback_id] = store(runtime.engine, [world.callback(
         "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
@@ -336,10 +412,14 @@ def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_lim
     long_ago = now - timedelta(hours=1)
     limit = timedelta(seconds=runtime.settings.task_time_limit_s)
     swept: list[int] = []
-    for claimed_at, expected in ((now, False), (now - limit + timedelta(seconds=30), False),
-                                 (now - limit - timedelta(seconds=30), True)):
+    for claimed_at, claimed_by, expected in (
+        (now, "another-task", False),
+        (now - limit + timedelta(seconds=30), "another-task", False),
+        (now - limit - timedelta(seconds=30), "another-task", True),
+        (now, None, True),  # the attempt is over (it failed): no need to wait for it
+    ):
         _set(runtime, callback_id, received_at=long_ago, enqueued_at=None, claimed_at=claimed_at,
-             attempts=1)
+             claimed_by=claimed_by, attempts=1)
         swept.clear()
         sweep(runtime, swept.extend)
         assert (callback_id in swept) is expected, claimed_at
@@ -370,7 +450,7 @@ def test_a_callback_that_has_not_ended_is_not_replayed(stack: Stack, runtime: Ru
         reset_for_replay(session, state="processing")
 
     _set(runtime, callback_id, claimed_at=None)  # the attempt ends without a verdict
-    assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    assert process_batch(runtime, [callback_id], TASK).states == {"applied": 1}
     with Session(runtime.engine) as session, session.begin():
         replay = reset_for_replay(session, ids=[callback_id, callback_id + 10**9])
     assert (replay.reset, replay.in_flight) == ([callback_id], [])
@@ -411,7 +491,7 @@ def test_a_flood_of_claims_is_held_to_the_accounts_query_budget(
     runtime.settings = runtime.settings.model_copy(update={"confirm_wait_s": 0.3})
     keys = _spend_query_budget(runtime, "opay", 60)
     try:
-        deferred = process_batch(runtime, ids)
+        deferred = process_batch(runtime, ids, TASK)
     finally:
         runtime.redis.delete(*keys)
     assert deferred.reasons == {"processing|query:deferred": 4}
@@ -421,7 +501,7 @@ def test_a_flood_of_claims_is_held_to_the_accounts_query_budget(
 
     for order_no in orders:  # genuine after all: the provider knows these orders
         world.publish("opay", world.fields("opay", order_no, "succeeded", "5.00"))
-    asked = process_batch(runtime, ids)
+    asked = process_batch(runtime, ids, TASK)
     assert asked.states == {"applied": 4}
     assert [world.queries[("opay", order_no)] for order_no in orders] == [1, 1, 1, 1]
     assert {stack.callback(i)["attempts"] for i in ids} == {1}
@@ -435,7 +515,7 @@ def test_callbacks_claiming_one_order_share_one_query(stack: Stack, runtime: Run
     fields = world.fields("opay", order_no, "succeeded", "5.00")
     world.publish("opay", fields)
     ids = store(runtime.engine, [world.callback("opay", fields, plain=True)] * 3)
-    result = process_batch(runtime, ids)
+    result = process_batch(runtime, ids, TASK)
     assert result.states == {"applied": 1, "duplicate": 2}
     assert world.queries[("opay", order_no)] == 1
 
@@ -451,7 +531,7 @@ def test_without_the_query_budget_claims_are_deferred_not_failed(
         "opay", world.fields("opay", order_no, "succeeded", "5.00"), plain=True)])
     runtime.redis.close()
     runtime.redis = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
-    result = process_batch(runtime, [callback_id])
+    result = process_batch(runtime, [callback_id], TASK)
     assert result.reasons == {"processing|query:deferred": 1}
     assert world.queries[("opay", order_no)] == 0
     assert stack.callback(callback_id)["attempts"] == 0
@@ -463,7 +543,7 @@ def test_a_replay_that_cannot_publish_changes_nothing(stack: Stack, runtime: Run
     world = stack.world
     [callback_id] = store(runtime.engine, [world.callback(
         "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
-    assert process_batch(runtime, [callback_id]).states == {"applied": 1}
+    assert process_batch(runtime, [callback_id], TASK).states == {"applied": 1}
     unpublishable = runtime.settings.model_copy(update={"redis_url": None})
     with pytest.raises(ConfigError, match="PAYHOOK_REDIS_URL"):
         replay(unpublishable, ids=[callback_id], state=None)
@@ -480,11 +560,11 @@ def test_a_callback_for_an_account_this_worker_does_not_know_is_retried_not_reje
     [callback_id] = store(runtime.engine, [world.callback(
         "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
     _set(runtime, callback_id, account="eu")
-    first = process_batch(runtime, [callback_id])
+    first = process_batch(runtime, [callback_id], TASK)
     assert first.reasons == {"processing|account_unknown": 1}
     assert sum(len(ids) for ids in first.retry.values()) == 1
     for _ in range(2):
-        last = process_batch(runtime, [callback_id])
+        last = process_batch(runtime, [callback_id], TASK)
     assert last.reasons == {"dead|account_unknown": 1}
     record = stack.callback(callback_id)
     assert (record["state"], record["reason"], record["attempts"]) == ("dead", "account_unknown", 3)

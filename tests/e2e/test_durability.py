@@ -175,13 +175,14 @@ def test_provider_hanging_up_mid_request_still_stores(stack: Stack, database_url
     engine.dispose()
 
 
-def _claimed(engine: Engine, callback_id: int) -> tuple[int, bool]:
-    """The callback's attempts so far, and whether one is running now."""
+def _claimed(engine: Engine, callback_id: int) -> tuple[int, str | None]:
+    """The callback's attempts so far, and the task running one now."""
     with engine.connect() as conn:
-        attempts, claimed_at = conn.execute(
-            select(Callback.attempts, Callback.claimed_at).where(Callback.id == callback_id)
+        attempts, claimed_at, claimed_by = conn.execute(
+            select(Callback.attempts, Callback.claimed_at, Callback.claimed_by)
+            .where(Callback.id == callback_id)
         ).one()
-    return int(attempts), claimed_at is not None
+    return int(attempts), claimed_by if claimed_at is not None else None
 
 
 def test_a_callback_that_kills_its_worker_ends_dead_and_its_batch_applies(
@@ -189,8 +190,9 @@ def test_a_callback_that_kills_its_worker_ends_dead_and_its_batch_applies(
 ) -> None:
     """Every attempt at one callback dies with its pool process (SIGKILL while it waits on the
     provider, as the kernel's OOM killer would): it ends `dead` with reason `worker_lost` after
-    `max_attempts` (3) attempts instead of being redelivered forever, and the callbacks that
-    shared its batch (one attempt killed with it, one alone) still apply, once."""
+    `max_attempts` (3) attempts alone instead of being redelivered forever, and the callbacks
+    that shared its batch still apply, once. The batch's attempt, killed with no one callback
+    to blame, is given back to each when the redelivered batch is split."""
     stack.kill("worker", signal.SIGTERM)
     killer_no = unique("KL")
     stack.register("mtpay", killer_no, "100.00")
@@ -205,14 +207,18 @@ def test_a_callback_that_kills_its_worker_ends_dead_and_its_batch_applies(
     ids = store(engine, [*neighbours[:4], stack.world.callback("mtpay", fields), *neighbours[4:]])
     killer = ids[4]
     settings = Settings(redis_url=redis_url, queue=stack.env["PAYHOOK_QUEUE"])
-    make_celery(settings).send_task(PROCESS_TASK, args=[ids])  # one batch, as the dispatcher's
+    batch = make_celery(settings).send_task(PROCESS_TASK, args=[ids]).id  # as the dispatcher's
     stack.world.stalled["mtpay"] = 60.0  # MTPay callbacks are confirmed by a query: it hangs
     try:
         stack.start_worker(concurrency=1)  # one pool process: the kills hit nothing else
         pool = psutil.Process(stack.procs["worker"].pid)
-        for attempt in (1, 2, 3):
-            wait_for(lambda a=attempt: _claimed(engine, killer) == (a, True), 60,
-                     f"attempt {attempt} running")
+        for attempt, task in ((1, batch), (1, "alone"), (2, "alone"), (3, "alone")):
+
+            def running(a: int = attempt, t: str = task) -> bool:
+                attempts, by = _claimed(engine, killer)
+                return attempts == a and by is not None and (by == batch) == (t == batch)
+
+            wait_for(running, 60, f"attempt {attempt} running in the {task} task")
             for child in pool.children():
                 child.kill()
         [record] = stack.wait_final([killer], timeout=60)
@@ -221,7 +227,7 @@ def test_a_callback_that_kills_its_worker_ends_dead_and_its_batch_applies(
         engine.dispose()
     assert (record["state"], record["reason"], record["attempts"]) == ("dead", "worker_lost", 3)
     records = stack.wait_final(ids[:4] + ids[5:], timeout=60)
-    assert [(r["state"], r["attempts"]) for r in records] == [("applied", 2)] * 8
+    assert [(r["state"], r["attempts"]) for r in records] == [("applied", 1)] * 8
     _assert_each_applied_once(database_url, numbers)
     stack.kill("worker", signal.SIGTERM)
     stack.start_worker()
