@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+#: The longest provider error code payhook keeps (`QueryError.safe_code`).
+CODE_LIMIT = 48
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` in visible ASCII only (anything else, spaces included, as `?`), at most `limit`
+    characters."""
+    return "".join(c if " " < c <= "~" else "?" for c in text[:limit])
+
 
 class PayhookError(Exception):
     """Root of every error payhook raises on purpose."""
@@ -30,6 +39,12 @@ class QueryError(PayhookError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def safe_code(self) -> str:
+        """`code` fit to store and report: it is the provider's text, and a NUL in it would fail
+        a shared write (PostgreSQL refuses it), a megabyte of it bloat every report."""
+        return printable(self.code, CODE_LIMIT)
 
 
 class QueryTransient(QueryError, Transient):

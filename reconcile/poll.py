@@ -25,7 +25,7 @@ from ledger.money import AmountError
 from ledger.status import Kind, Outcome, Status
 from payhook.accounts import Account
 from providers.base import OrderKind, OrderRef, ProviderEvent
-from providers.errors import QueryAuth, QueryNotFound, QueryTransient
+from providers.errors import QueryAuth, QueryError, QueryNotFound, QueryTransient
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.context import PassContext
@@ -96,12 +96,16 @@ async def _query(ctx: PassContext, account: Account, order: DueOrder) -> Answer:
     try:
         events = await account.provider.query(transport, account.config, ref, now_ms)
     except QueryNotFound as exc:
-        return Answer(order, error="not_found", code=exc.code)
+        return Answer(order, error="not_found", code=exc.safe_code)
     except QueryTransient as exc:
-        return Answer(order, error="transient", code=exc.code)
+        return Answer(order, error="transient", code=exc.safe_code)
     except QueryAuth as exc:
-        return Answer(order, error="auth", code=exc.code)
-    except Exception as exc:  # QueryPermanent or an adapter bug: this order only
+        return Answer(order, error="auth", code=exc.safe_code)
+    except QueryError as exc:  # QueryPermanent: the provider's code says why, for the report
+        log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__,
+                    code=exc.safe_code)
+        return Answer(order, error="permanent", code=exc.safe_code)
+    except Exception as exc:  # an adapter bug, this order only: it has no code but its class
         log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__)
         return Answer(order, error="permanent", code=type(exc).__name__)
     if not events and order.kind != Kind.STATIC_VA.value:

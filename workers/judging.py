@@ -148,8 +148,7 @@ async def _ask(
     except QueryError as exc:
         # The code is the provider's text: only printable ASCII of it reaches the reason column
         # (a NUL in it would fail the batch's shared write, and so every neighbour's).
-        code = "".join(c if " " < c <= "~" else "?" for c in exc.code)
-        return f"query:{type(exc).__name__}:{code}"[:64]
+        return f"query:{type(exc).__name__}:{exc.safe_code}"[:64]
     except Exception as exc:  # an adapter bug: these callbacks' attempt only, never the batch
         log.exception("query_adapter_error", account=account.key, order=ref.merchant_order_no)
         return f"query:{type(exc).__name__}"[:64]

@@ -78,6 +78,7 @@ class MTPayState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     busy: bool = False
+    fail_with: str | None = None  # a statusCode every query is answered with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def set(self, merchant_order_no: str, status: str, amount: str = "100.00") -> None:
@@ -103,8 +104,9 @@ async def _order_query(request: web.Request) -> web.Response:
     state = request.app[MTPAY_STATE]
     with state.lock:
         state.queries.append(request.query.get("merchantOrderNo", ""))
-    if state.busy:
-        body = wire.reply_error("SYSTEM_BUSY", "system busy, try again later")
+    if state.busy or state.fail_with is not None:
+        code = "SYSTEM_BUSY" if state.busy else state.fail_with or ""
+        body = wire.reply_error(code, "refused by the stand-in")
         return web.Response(body=body, content_type="application/json")
     asked = HttpRequest("GET", str(request.url), dict(request.headers), b"")
     reply = wire.answer_query(state.keys, asked, state.orders.get, state.clock.ms())
