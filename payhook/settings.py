@@ -9,6 +9,8 @@ from dotenv import load_dotenv
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from providers.base import BackoffSchedule
+
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
 
 
@@ -46,8 +48,9 @@ class Settings(BaseSettings):
     # bounds the rate whatever the wait; a short wait keeps a flood of callbacks to confirm from
     # holding, for long, the batches and workers every other account shares.
     confirm_wait_s: float = Field(default=2.0, gt=0)
-    # Reconciliation: default per-order backoff and the provider-silence window.
-    reconcile_backoff_s: tuple[int, ...] = (300, 900, 3600, 21600, 86400)
+    # Reconciliation: default per-order backoff (each step within (0 s, 7 days]) and the
+    # provider-silence window.
+    reconcile_backoff_s: BackoffSchedule = (300, 900, 3600, 21600, 86400)
     reconcile_silence_window_s: int = Field(default=900, gt=0)
     # How long the receiver waits for the broker when handing a batch to the workers.
     publish_timeout_s: float = Field(default=2.0, gt=0)

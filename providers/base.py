@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,6 +146,14 @@ class QueryTransport(Protocol):
     async def send(self, request: HttpRequest) -> HttpReply: ...
 
 
+#: One step of a per-order poll backoff, in seconds. Zero or less would query the order at
+#: every pass; a step past the 7-day give-up age (CONTRACT §6) would only postpone its
+#: `unresolved` flag (and a huge one overflows the next poll's date).
+BackoffStep = Annotated[int, Field(gt=0, le=7 * 86400)]
+#: A per-order poll backoff: at least one step, the last one repeating.
+BackoffSchedule = Annotated[tuple[BackoffStep, ...], Field(min_length=1)]
+
+
 class AccountConfig(BaseModel):
     """Settings every provider account takes (CONTRACT §2); providers subclass it."""
 
@@ -158,7 +166,7 @@ class AccountConfig(BaseModel):
     trust: Trust | None = None
     # Reconciliation's per-order backoff between status queries; None: the service default
     # (5 min, 15 min, 1 h, 6 h, 24 h).
-    poll_backoff_s: tuple[int, ...] | None = None
+    poll_backoff_s: BackoffSchedule | None = None
 
 
 A = TypeVar("A", bound=AccountConfig)

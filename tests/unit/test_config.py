@@ -91,6 +91,35 @@ def test_task_time_limit_must_be_below_visibility_timeout(
     assert celery_config(settings)["task_time_limit"] == 59
 
 
+@pytest.mark.parametrize("value", ["[0]", "[300, -1]", "[]", "[300, 604801]", "[1e12]"])
+def test_a_reconcile_backoff_outside_its_bounds_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A zero or negative step would query an order at every pass, a step past the 7-day
+    give-up age only postpones its `unresolved` flag, and no step is no schedule: refused at
+    start-up, naming the variable; steps within (0 s, 7 days] are taken."""
+    monkeypatch.setenv("PAYHOOK_RECONCILE_BACKOFF_S", value)
+    with pytest.raises(ValidationError, match="reconcile_backoff_s"):
+        Settings()
+    monkeypatch.setenv("PAYHOOK_RECONCILE_BACKOFF_S", "[1, 604800]")
+    assert ReconcileConfig.from_settings(Settings()).backoff_s == (1, 604800)
+
+
+@pytest.mark.parametrize("value", ["[0]", "[300, -1]", "[]", "[604801]"])
+def test_an_accounts_poll_backoff_outside_its_bounds_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An account's `poll_backoff_s` is held to the bounds of the default backoff, and the
+    refusal names the file, the table and the key."""
+    monkeypatch.setenv("TEST_OTG_SECRET", "s3cret")
+    path = write(tmp_path, OTG + f"poll_backoff_s = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[providers\.otgpay\.default\] poll_backoff_s"):
+        load_accounts(path)
+    account = load_accounts(write(tmp_path, OTG + "poll_backoff_s = [60, 604800]\n")).get("otgpay")
+    assert account is not None
+    assert account.config.poll_backoff_s == (60, 604800)
+
+
 def test_the_confirm_wait_leaves_the_task_time_to_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch waits for its query budget at most a quarter of the task time limit, so a short
     limit does not kill the batches that wait; within it, `PAYHOOK_CONFIRM_WAIT_S` holds."""
