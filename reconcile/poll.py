@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import redis
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -65,28 +66,61 @@ async def query_all(
     ctx: PassContext, work: Sequence[tuple[Account, DueOrder]], breaker: Breaker,
     budget: RateBudget,
 ) -> list[Answer]:
-    """Query every order, at most `concurrency` at once; the answers in input order."""
+    """Query every order, at most `concurrency` at once; the answers in input order.
+
+    One order's failure is its own answer, never the pass's: a Redis error (budget, breaker)
+    is that order's transient failure, and every query is awaited, so none is left running on
+    the loop when the pass goes on, or ends."""
     gate = asyncio.Semaphore(ctx.config.concurrency)
 
     async def one(account: Account, order: DueOrder) -> Answer:
-        key = account.key
-        # The budget is taken before a slot, so a slow account does not hold slots idle.
-        if not await asyncio.to_thread(breaker.allow, key):
-            return Answer(order, error="skipped", code="breaker_open")
-        await budget.acquire(key, account.config.query_rate_per_s)
-        async with gate:
-            if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
-                return Answer(order, error="skipped", code="breaker_open")
-            answer = await _query(ctx, account, order)
-            # Recorded before the slot is freed, so the next query sees a breaker just opened.
-            if answer.error == "transient":
-                if await asyncio.to_thread(breaker.record_failure, key):
-                    log.warning("breaker_opened", account=key)
-            elif answer.error is None or answer.error == "not_found":
-                await asyncio.to_thread(breaker.record_success, key)
-        return answer
+        try:
+            return await _gated(ctx, gate, breaker, budget, account, order)
+        except redis.RedisError as exc:
+            # Not asked (or its answer is kept): never counted against the provider's breaker.
+            log.warning("poll_redis_failed", order_id=order.id, account=account.key,
+                        error=type(exc).__name__)
+            return Answer(order, error="transient", code=f"redis:{type(exc).__name__}")
 
-    return list(await asyncio.gather(*(one(a, o) for a, o in work)))
+    results = await asyncio.gather(*(one(a, o) for a, o in work), return_exceptions=True)
+    answers: list[Answer] = []
+    for (account, order), result in zip(work, results, strict=True):
+        if isinstance(result, BaseException):  # a bug of ours: this order only, asked again
+            log.error("poll_order_failed", order_id=order.id, account=account.key,
+                      error=type(result).__name__)
+            result = Answer(order, error="transient", code=f"error:{type(result).__name__}")
+        answers.append(result)
+    return answers
+
+
+async def _gated(
+    ctx: PassContext, gate: asyncio.Semaphore, breaker: Breaker, budget: RateBudget,
+    account: Account, order: DueOrder,
+) -> Answer:
+    """Query one order if its account's breaker and budget let it, within a `gate` slot."""
+    key = account.key
+    # The budget is taken before a slot, so a slow account does not hold slots idle.
+    if not await asyncio.to_thread(breaker.allow, key):
+        return Answer(order, error="skipped", code="breaker_open")
+    await budget.acquire(key, account.config.query_rate_per_s)
+    async with gate:
+        if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
+            return Answer(order, error="skipped", code="breaker_open")
+        answer = await _query(ctx, account, order)
+        # Recorded before the slot is freed, so the next query sees a breaker just opened.
+        try:
+            await _record(breaker, key, answer)
+        except redis.RedisError as exc:  # the provider did answer: its answer is kept
+            log.warning("breaker_record_failed", account=key, error=type(exc).__name__)
+    return answer
+
+
+async def _record(breaker: Breaker, key: str, answer: Answer) -> None:
+    if answer.error == "transient":
+        if await asyncio.to_thread(breaker.record_failure, key):
+            log.warning("breaker_opened", account=key)
+    elif answer.error is None or answer.error == "not_found":
+        await asyncio.to_thread(breaker.record_success, key)
 
 
 async def _query(ctx: PassContext, account: Account, order: DueOrder) -> Answer:

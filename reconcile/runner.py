@@ -88,7 +88,8 @@ def _execute(
     answers = ctx.run(query_all(ctx, work, breaker, RateBudget(ctx.redis, cfg.redis_prefix)))
     _apply(ctx, report, [a for a, _o in work], answers)
     for acct in accounts:
-        report.stats(acct.key).breaker = breaker.state(acct.key).value
+        state = _breaker_state(breaker, acct.key)
+        report.stats(acct.key).breaker = state.value if state is not None else "unknown"
     with ctx.sessions() as session:
         report.add_ledger_state(session, ctx.now())
     _alert(ctx, report, report.alert_specs(ctx.now().date().isoformat()))
@@ -105,9 +106,14 @@ def _check_silence(ctx: PassContext, report: PassReport, accounts: list[Account]
     cfg, now = ctx.config, ctx.now()
     with ctx.sessions.begin() as session:
         for found in find_silent(session, accounts, now, cfg.silence_window_s):
-            tightened = tighten(session, ctx.redis, cfg.redis_prefix, found, now,
-                                window_s=cfg.silence_window_s, limit=cfg.silence_bring_forward,
-                                lease_s=cfg.claim_lease_s)
+            try:
+                tightened = tighten(session, ctx.redis, cfg.redis_prefix, found, now,
+                                    window_s=cfg.silence_window_s,
+                                    limit=cfg.silence_bring_forward, lease_s=cfg.claim_lease_s)
+            except redis.RedisError as exc:  # fails before it moves an order: reported as is
+                log.warning("silence_tighten_failed", account=f"{found.provider}/{found.account}",
+                            error=type(exc).__name__)
+                tightened = found
             log.warning("provider_silent", account=f"{found.provider}/{found.account}",
                         window_s=cfg.silence_window_s, brought_forward=tightened.brought_forward)
             report.silence.append(tightened)
@@ -120,7 +126,12 @@ def _claim(
     now = ctx.now()
     for acct in accounts:
         stats = report.stats(acct.key)
-        if breaker.state(acct.key) is BreakerState.OPEN:
+        state = _breaker_state(breaker, acct.key)
+        if state is None:  # this account's failure, not the pass's: its orders stay due
+            log.warning("account_skipped", account=acct.key, reason="redis")
+            stats.errors["redis"] = 1
+            continue
+        if state is BreakerState.OPEN:
             log.warning("account_skipped", account=acct.key, reason="breaker_open")
             continue  # not even claimed: its orders stay due for the pass after the cool-down
         with ctx.sessions.begin() as session:
@@ -130,6 +141,15 @@ def _claim(
         stats.claimed = len(due)
         work.extend((acct, order) for order in due)
     return work
+
+
+def _breaker_state(breaker: Breaker, account_key: str) -> BreakerState | None:
+    """The account's breaker state, or None when Redis cannot tell."""
+    try:
+        return breaker.state(account_key)
+    except redis.RedisError as exc:
+        log.warning("breaker_unavailable", account=account_key, error=type(exc).__name__)
+        return None
 
 
 def _apply(

@@ -3,6 +3,22 @@ order's or account's failure is its own, never the pass's."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ledger.orders import OrderSpec, register_order
+from ledger.status import Kind
+from payhook.accounts import Accounts
+from reconcile.breaker import Breaker, BreakerState
+from reconcile.budget import RateBudget
+from reconcile.due import claim_due
+from reconcile.poll import query_all
+from reconcile.runner import run_pass
 from tests.reconcile.conftest import Recon
 
 
@@ -21,3 +37,54 @@ def test_a_permanent_query_error_reports_the_providers_code_made_printable(
     assert error["error"] == "permanent"
     assert error["code"] == "ORDER_LOCKED???" + "X" * 33
     assert recon.order("PE1").poll_attempts == 1
+
+
+def test_a_budget_redis_out_of_reach_fails_each_order_not_the_query_round(recon: Recon) -> None:
+    """With the query budget's Redis unreachable, every order's answer is its own transient
+    failure (asked again after its lease, no attempt counted, the provider's breaker left
+    alone), nothing is asked, and no query is left running on the loop."""
+    for n in range(3):
+        recon.register(f"RB{n}")
+        recon.mtpay.set(f"RB{n}", "SUCCESS")
+    recon.clock.advance(seconds=901)
+    ctx, account = recon.ctx(), recon.account()
+    with recon.sessions.begin() as session:
+        due = claim_due(session, recon.clock(), limit=10, lease_s=600)
+    work = [(account, order) for order in due]
+    breaker = Breaker(recon.redis, recon.prefix, failures=1)
+    dead = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))  # refused at once
+    try:
+        answers = recon.run(query_all(ctx, work, breaker, RateBudget(dead, recon.prefix)))
+    finally:
+        dead.close()
+    assert [(a.order.merchant_order_no, a.error, a.code) for a in answers] == [
+        (f"RB{n}", "transient", "redis:ConnectionError") for n in range(3)]
+    assert recon.mtpay.count() == 0
+    assert breaker.state(account.key) is BreakerState.CLOSED
+    assert asyncio.all_tasks(recon.loop) == set()
+
+
+def test_one_accounts_redis_failure_is_that_accounts_not_the_passs(recon: Recon) -> None:
+    """A Redis error about one account (here its breaker's key holds a list) leaves that
+    account's orders unclaimed and due, reported as its `redis` error, while the pass goes on
+    to resolve the other account's orders and ends `done`."""
+    recon.register("OK1")
+    recon.mtpay.set("OK1", "SUCCESS")
+    spec = OrderSpec("mtpay", "second", "RX1", Kind.PAYMENT, 10000, "CNY",
+                     next_poll_at=recon.clock() + timedelta(seconds=900))
+    with recon.sessions.begin() as session:
+        register_order(session, spec, recon.clock())
+    recon.redis.rpush(f"{recon.prefix}:breaker:mtpay/second:fails", "not a count")
+    recon.clock.advance(seconds=901)
+    ctx = recon.ctx()
+    second = replace(recon.account(), name="second")
+    ctx.accounts = Accounts({**ctx.accounts.by_key, ("mtpay", "second"): second})
+    report = recon.report(run_pass(ctx))
+    assert report["state"] == "done"
+    assert recon.order("OK1").status == "succeeded"
+    stats = report["accounts"]["mtpay/second"]
+    assert (stats["claimed"], stats["errors"], stats["breaker"]) == (0, {"redis": 1}, "unknown")
+    assert report["accounts"]["mtpay/default"]["breaker"] == "closed"
+    order = recon.order("RX1")
+    assert (order.status, order.next_poll_at) == ("pending", spec.next_poll_at)
+    assert recon.mtpay.count("RX1") == 0
