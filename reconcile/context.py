@@ -58,6 +58,9 @@ class ReconcileConfig:
     report_refs: int = 50
     #: The SMS credit is polled by at most one pass in this long, whichever process runs it.
     credit_check_interval_s: int = 900
+    #: A run still `running` this long after it started is abandoned (its process was killed
+    #: or lost). from_settings: the visibility timeout, which the task time limit stays below.
+    stale_run_after_s: int = 600
     redis_prefix: str = recon_prefix("payhook")  # from_settings: PAYHOOK_QUEUE's
 
     @classmethod
@@ -75,6 +78,9 @@ class ReconcileConfig:
         backoff = getattr(settings, "reconcile_backoff_s", None)
         if backoff:
             values["backoff_s"] = tuple(int(s) for s in backoff)
+        visibility = getattr(settings, "visibility_timeout_s", None)
+        if visibility is not None:  # no worker's pass outlives it: the time limit kills it first
+            values["stale_run_after_s"] = int(visibility)
         queue = getattr(settings, "queue", None)
         if queue:  # the deployment's shared budgets and breakers, whichever process runs a pass
             values["redis_prefix"] = recon_prefix(queue)

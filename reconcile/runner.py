@@ -2,18 +2,21 @@
 the SMS credit check.
 
 Synchronous at the top (the worker is), asynchronous for the provider queries, which run
-through `ctx.run`. The run's row moves running → done (or failed) with its report.
+through `ctx.run`. The run's row moves running → done (or failed) with its report; a run left
+`running` by a killed pass is failed (`abandoned`) by the next pass to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import redis
 import structlog
+from sqlalchemy import update
 
 from ledger.models import ReconcileRun
 from payhook.accounts import Account
@@ -26,6 +29,8 @@ from reconcile.report import AlertSpec, PassReport
 from reconcile.silence import find_silent, tighten
 
 log = structlog.get_logger(__name__)
+# The report of a run that never finished (see _abandon_stale).
+ABANDONED = json.dumps({"error": "abandoned"})
 
 
 def run_pass(
@@ -36,6 +41,7 @@ def run_pass(
 ) -> int:
     """Run one pass over the configured accounts in scope; the id of its stored run."""
     started = ctx.now()
+    _abandon_stale(ctx, started)
     run_id = _start(ctx, run_id, provider, account, started)
     report = PassReport(started, provider, account, ctx.config.report_refs)
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
@@ -50,6 +56,23 @@ def run_pass(
         structlog.contextvars.unbind_contextvars("reconcile_run")
     _finish(ctx, run_id, "done", report)
     return run_id
+
+
+def _abandon_stale(ctx: PassContext, now: datetime) -> None:
+    """Fail the runs still `running` longer than any pass lives: killed at the task time limit,
+    or their process lost. One conditional UPDATE, so passes starting at once on several
+    machines fail each such run once, and none a run that has just finished."""
+    bound = now - timedelta(seconds=ctx.config.stale_run_after_s)
+    with ctx.sessions.begin() as session:
+        abandoned = session.execute(
+            update(ReconcileRun)
+            .where(ReconcileRun.state == "running", ReconcileRun.started_at < bound)
+            .values(state="failed", finished_at=now, report=ABANDONED)
+            .returning(ReconcileRun.id)
+        ).scalars().all()
+    if abandoned:
+        log.warning("reconcile_runs_abandoned", runs=list(abandoned)[:20], count=len(abandoned),
+                    after_s=ctx.config.stale_run_after_s)
 
 
 def _start(
