@@ -52,13 +52,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            "sweep": {"task": SWEEP_TASK, "schedule": timedelta(seconds=settings.sweep_interval_s)},
-            "reconcile": {
-                "task": RECONCILE_TASK,
-                "schedule": timedelta(seconds=settings.reconcile_interval_s),
-            },
+            "sweep": _periodic(SWEEP_TASK, settings.sweep_interval_s),
+            "reconcile": _periodic(RECONCILE_TASK, settings.reconcile_interval_s),
         },
     }
+
+
+def _periodic(task: str, every_s: float) -> dict[str, Any]:
+    """A beat entry whose task expires when the next one is sent: with the workers down, beat
+    keeps sending, and without it they would run the whole backlog at once when back."""
+    return {"task": task, "schedule": timedelta(seconds=every_s), "options": {"expires": every_s}}
 
 
 def redis_url(settings: Settings) -> str:
