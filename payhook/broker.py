@@ -14,6 +14,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
 from payhook.settings import Settings
 from providers.errors import ConfigError
@@ -36,6 +37,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.publish_timeout_s,
         "task_default_queue": settings.queue,
+        # The periodic tasks have a queue of their own, which every worker also consumes: behind
+        # a backlog of callbacks, each would wait out its expiry and none would ever run.
+        "task_queues": [_queue(settings.queue), _queue(scheduled_queue(settings.queue))],
+        "task_routes": {task: {"queue": scheduled_queue(settings.queue)}
+                        for task in (SWEEP_TASK, RECONCILE_TASK)},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # The pool kills a task running longer; its callbacks keep the attempt counted and the
@@ -56,6 +62,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "reconcile": _periodic(RECONCILE_TASK, settings.reconcile_interval_s),
         },
     }
+
+
+def scheduled_queue(queue: str) -> str:
+    """The queue of the sweep and reconciliation tasks beside the callbacks' `queue`."""
+    return f"{queue}:scheduled"
+
+
+def _queue(name: str) -> Queue:
+    # As Celery makes its default queue (kombu is untyped).
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
 
 
 def _periodic(task: str, every_s: float) -> dict[str, Any]:

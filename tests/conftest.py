@@ -41,7 +41,8 @@ def queue_name(prefix: str) -> str:
 def _delete_queues(url: str) -> None:
     client = redis.Redis.from_url(url)
     for name in QUEUES:
-        keys = [name, *client.scan_iter(f"{name}:*"), *client.scan_iter(f"_kombu.binding*.{name}")]
+        keys = [name, *client.scan_iter(f"{name}:*"), *client.scan_iter(f"_kombu.binding*.{name}"),
+                *client.scan_iter(f"_kombu.binding*.{name}:*")]
         if keys:
             client.delete(*keys)
     client.close()

@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery import beat
 
-from payhook.broker import RECONCILE_TASK, SWEEP_TASK, make_celery
+from payhook.broker import RECONCILE_TASK, SWEEP_TASK, make_celery, scheduled_queue
 from payhook.settings import Settings
 from tests.conftest import queue_name
 
@@ -33,7 +33,7 @@ def test_a_task_beat_sends_expires_after_one_interval(
     scheduler.apply_async(scheduler.schedule[entry])
     client = redis.Redis.from_url(redis_url)
     try:
-        raw = client.rpop(queue)
+        raw = client.rpop(scheduled_queue(queue))  # not behind the callbacks' backlog
     finally:
         client.close()
         scheduler.close()
