@@ -17,18 +17,13 @@ from typing import Any
 from sqlalchemy import String, Table, insert, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from ledger import booking
 from ledger.db import insert_ignore
-from ledger.models import Journal, Order, OrderEvent, Payment, Posting, ProviderEventSeen
+from ledger.models import Order, OrderEvent, Payment, ProviderEventSeen
 from ledger.money import to_minor
 from ledger.status import Decision, Kind, Outcome, Status, decide
 
-_EXPLAINED_AMOUNT = frozenset({"partial_payment", "overpayment"})
-# The rows an event adds are written with Core statements on the session's connection: they
-# are never read back through the ORM here, and the unit of work's per-object bookkeeping was
-# the worker's largest cost. Only the order, which callers go on reading, is an ORM object.
-_PAYMENTS: Table = Payment.__table__  # type: ignore[assignment]
-_JOURNAL: Table = Journal.__table__  # type: ignore[assignment]
-_POSTINGS: Table = Posting.__table__  # type: ignore[assignment]
+# The history rows are written with a Core statement (see ledger.booking).
 _ORDER_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
 
 
@@ -150,7 +145,7 @@ def apply_event(
         if created:
             flags.append("unregistered_order")
         if decision.moves_money:
-            flags += _move_money(session, order, event, now)
+            flags += booking.move_money(session, order, event, now)
         if decision.new_status is not None:
             order.status = decision.new_status.value
         if order.status != Status.PENDING.value:
@@ -279,82 +274,6 @@ def _select_locked(session: Session, event: Incoming) -> Order | None:
     ).scalar_one_or_none()
 
 
-def _move_money(session: Session, order: Order, event: Incoming, now: datetime) -> list[str]:
-    """Record the payment and its balanced postings; the review flags the amounts call for."""
-    flags: list[str] = []
-    currency = (event.currency or order.currency).upper()
-    if currency != order.currency:
-        flags.append("currency_mismatch")
-    if event.amount is None:
-        # A success that states no amount: the registered amount is booked, and someone looks at
-        # it, since no message said that this much was paid.
-        flags.append("amount_missing")
-        amount = order.amount_minor
-    else:
-        amount = to_minor(event.amount, currency)
-    kind = Kind(order.kind)
-    payment_id = _insert_id(
-        session,
-        _PAYMENTS,
-        {
-            "order_id": order.id,
-            "provider_txn_id": event.event_id,
-            "amount_minor": amount,
-            "status": Status.SUCCEEDED.value,
-            "paid_at": event.paid_at,
-        },
-    )
-    if kind is Kind.STATIC_VA:
-        order.paid_minor += amount
-    else:
-        order.paid_minor = amount
-        if amount_differs(amount, order.amount_minor, event.flags):
-            flags.append("amount_mismatch")
-    _post(session, order, payment_id, amount, currency, now)
-    return flags
-
-
-def amount_differs(paid_minor: int, registered_minor: int, flags: Iterable[str]) -> bool:
-    """Whether a payment of `paid_minor` calls for `amount_mismatch`: the order has a registered
-    amount (not 0) and the payment differs from it, and no flag in `flags` (the provider's own
-    `partial_payment` / `overpayment`) explains the difference already."""
-    explained = _EXPLAINED_AMOUNT.intersection(flags)
-    return bool(registered_minor) and paid_minor != registered_minor and not explained
-
-
-def ledger_accounts(order: Order) -> tuple[str, str]:
-    """(debit, credit) ledger accounts for a succeeded money movement on `order`."""
-    clearing = f"clearing:{order.provider}/{order.account}"
-    if order.kind == Kind.PAYOUT.value:
-        return f"payouts:{order.provider}/{order.account}", clearing
-    return clearing, f"receipts:{order.provider}/{order.account}"
-
-
-def _post(
-    session: Session, order: Order, payment_id: int, amount: int, currency: str, now: datetime
-) -> None:
-    """One journal entry whose two legs sum to zero."""
-    journal_id = _insert_id(
-        session,
-        _JOURNAL,
-        {"order_id": order.id, "payment_id": payment_id, "memo": order.kind, "created_at": now},
-    )
-    debit, credit = ledger_accounts(order)
-    session.execute(
-        insert(_POSTINGS),
-        [
-            {"journal_id": journal_id, "ledger_account": debit, "currency": currency,
-             "amount_minor": amount},
-            {"journal_id": journal_id, "ledger_account": credit, "currency": currency,
-             "amount_minor": -amount},
-        ],
-    )
-
-
-def _insert_id(session: Session, table: Table, values: dict[str, object]) -> int:
-    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
-
-
 def flag_order(order: Order, flags: list[str]) -> None:
     """Add each of `flags` to the order's review reasons (once) and mark it for review."""
     if not flags:
@@ -386,6 +305,6 @@ def _history(
 
 
 __all__ = [
-    "Applied", "Decision", "EventError", "Incoming", "amount_differs", "apply_event",
-    "check_fields", "flag_order", "ledger_accounts", "lock_orders", "storable_text",
+    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields", "flag_order",
+    "lock_orders", "storable_text",
 ]

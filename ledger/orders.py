@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.apply import amount_differs, flag_order
+from ledger.apply import flag_order
+from ledger.booking import amount_differs
 from ledger.db import insert_ignore
 from ledger.models import Order, Payment
 from ledger.status import Kind, Status

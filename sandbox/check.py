@@ -107,7 +107,7 @@ def ledger_problems(orders: list[Expected], before: dict[tuple[str, str], int],
     -1 when less was credited, +1 when more, 0 when they match."""
     expected: dict[tuple[str, str], int] = {}
     for e in orders:
-        # ledger.apply.ledger_accounts: a payment credits receipts:<provider>/<account>
+        # ledger.booking.ledger_accounts: a payment credits receipts:<provider>/<account>
         key = (f"receipts:{e.provider}/default", e.currency)
         expected[key] = expected.get(key, 0) - to_minor(e.paid, e.currency)
     accounts = {account for account, _ in expected}

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-import ledger.apply
+import ledger.booking
 import workers.judging
 from ledger.apply import Incoming
 from ledger.db import make_engine, make_sessionmaker
@@ -119,7 +119,7 @@ def test_an_order_created_by_a_rolled_back_callback_is_created_again(
     order_no = unique()
     fields = world.fields("opay", order_no, "succeeded", "5.00")
     ids = store(runtime.engine, [world.callback("opay", fields), world.callback("opay", fields)])
-    move_money = ledger.apply._move_money
+    move_money = ledger.booking.move_money
 
     def fail_for_the_first(session: Session, order: Order, event: Incoming, now: datetime,
                            ) -> list[str]:
@@ -127,7 +127,7 @@ def test_an_order_created_by_a_rolled_back_callback_is_created_again(
             raise RuntimeError("injected fault after the order was created")
         return move_money(session, order, event, now)
 
-    monkeypatch.setattr(ledger.apply, "_move_money", fail_for_the_first)
+    monkeypatch.setattr(ledger.booking, "move_money", fail_for_the_first)
     result = process_batch(runtime, ids, TASK)
     assert result.states == {"applied": 1, "processing": 1}
     assert [stack.callback(i)["state"] for i in ids] == ["processing", "applied"]
@@ -386,7 +386,7 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
     def transient(*_: object) -> list[str]:
         raise RuntimeError("injected transient fault")
 
-    monkeypatch.setattr(ledger.apply, "_move_money", transient)
+    monkeypatch.setattr(ledger.booking, "move_money", transient)
     result = process_batch(runtime, [callback_id], TASK)
     assert result.retry == {15: [callback_id]}
     long_ago = datetime.now(UTC) - timedelta(hours=1)
