@@ -138,7 +138,10 @@ def apply_event(
                 return Applied(earlier, order.id, ())
             _history(session, order, event, Outcome.DUPLICATE, now)
             return Applied(Outcome.DUPLICATE, order.id, ())
-        decision = decide(Status(order.status), event.status, Kind(order.kind))
+        kind = Kind(order.kind)
+        current = (_repayment_status(session, order, event) if kind is Kind.STATIC_VA
+                   else Status(order.status))
+        decision = decide(current, event.status, kind)
         flags = list(decision.flags) + list(event.flags)
         if _another_payment(session, order, event, decision):
             flags.append("another_payment")
@@ -225,6 +228,22 @@ def _earlier_outcome(session: Session, order: Order, event: Incoming) -> Outcome
         .limit(1)
     ).scalar_one_or_none()
     return None if outcome is None else Outcome(outcome)
+
+
+def _repayment_status(session: Session, order: Order, event: Incoming) -> Status:
+    """The status of the static-VA repayment `event` is about: the last one applied to it
+    (the history keeps each event's id, the repayment's), or `pending` if it is news."""
+    status = session.execute(
+        select(OrderEvent.status)
+        .where(
+            OrderEvent.order_id == order.id,
+            OrderEvent.event_id == event.event_id,
+            OrderEvent.outcome == Outcome.APPLIED.value,
+        )
+        .order_by(OrderEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return Status.PENDING if status is None else Status(status)
 
 
 def _lock_order(session: Session, event: Incoming, now: datetime) -> tuple[Order, bool]:

@@ -49,11 +49,13 @@ _UNSUCCESSFUL = frozenset({Status.FAILED, Status.CLOSED, Status.CANCELLED})
 def decide(current: Status, incoming: Status, kind: Kind = Kind.PAYMENT) -> Decision:
     """Apply CONTRACT §5 to one new (not yet seen) event.
 
-    A static VA stays open (`pending`): each succeeded repayment moves money, nothing else
-    changes its status.
+    For a static VA, `current` is the status of the repayment the event is about: the rules
+    hold for each repayment (a success reported failed is a conflict, a failure that succeeds
+    a late success), while the VA itself stays open (`pending`) whatever they say.
     """
     if kind is Kind.STATIC_VA:
-        return Decision(Outcome.APPLIED, moves_money=incoming is Status.SUCCEEDED)
+        repayment = decide(current, incoming)
+        return Decision(repayment.outcome, None, repayment.flags, repayment.moves_money)
     if current is Status.PENDING:
         if incoming is Status.PENDING:
             return Decision(Outcome.APPLIED)

@@ -71,6 +71,35 @@ def test_monetapay_static_va_repayments(stack: Stack) -> None:
     assert order["needs_review"] is False
 
 
+def test_each_static_va_repayment_follows_the_status_rules(stack: Stack) -> None:
+    """A repayment's later news is judged against that repayment's own status: a success later
+    reported failed is a conflict (the money stays booked, a person looks), a failure that
+    succeeds is a late success and is credited, and a success reported pending again is stale.
+    Before, every new status of a repayment was `applied`, the reversal in silence."""
+    va = unique("VA")
+    status, body = stack.api("POST", "/api/orders", {
+        "provider": "monetapay", "merchant_order_no": va, "kind": "static_va",
+        "amount": "0", "currency": "IDR"})
+    assert status == 201, body
+    reversed_, late, regressed = (stack.world.fields("monetapay", va, first, amount)
+                                  for first, amount in (("succeeded", "10000"),
+                                                        ("failed", "20000"),
+                                                        ("succeeded", "40000")))
+    # MonetaPay's statuses: 0 pending, 1 succeeded, 2 failed (CONTRACT §4).
+    sequence = [reversed_, {**reversed_, "status": 2}, late, {**late, "status": 1},
+                regressed, {**regressed, "status": 0}]
+    states = [stack.wait_final([post(stack, "monetapay", fields)])[0]["state"]
+              for fields in sequence]
+    assert states == ["applied", "conflict", "applied", "applied", "applied", "stale"]
+    order = stack.order("monetapay", va)
+    assert order is not None
+    assert (order["status"], order["paid_amount"]) == ("pending", "70000.00")
+    assert sorted(p["amount"] for p in order["payments"]) == ["10000.00", "20000.00",
+                                                             "40000.00"]
+    assert order["needs_review"] is True
+    assert order["review_reasons"] == ["conflicting_status", "late_success"]
+
+
 def test_repayments_before_the_static_va_is_registered_are_flagged_not_lost(
     stack: Stack,
 ) -> None:

@@ -38,10 +38,24 @@ def test_transitions(current: Status, incoming: Status, outcome: Outcome, new: S
         outcome, new, flags, money)
 
 
-def test_static_va_stays_open() -> None:
-    """A static VA repayment moves money but never closes the VA."""
-    decision = decide(S.PENDING, S.SUCCEEDED, Kind.STATIC_VA)
-    assert (decision.new_status, decision.moves_money) == (None, True)
+@pytest.mark.parametrize(
+    ("repayment", "incoming", "outcome", "flags", "money"),
+    [
+        (S.PENDING, S.SUCCEEDED, Outcome.APPLIED, (), True),
+        (S.PENDING, S.FAILED, Outcome.APPLIED, (), False),
+        (S.SUCCEEDED, S.FAILED, Outcome.CONFLICT, ("conflicting_status",), False),
+        (S.FAILED, S.SUCCEEDED, Outcome.APPLIED, ("late_success",), True),
+        (S.SUCCEEDED, S.PENDING, Outcome.STALE, (), False),
+    ],
+)
+def test_static_va_repayments_follow_the_rules_and_the_va_stays_open(
+    repayment: S, incoming: S, outcome: Outcome, flags: tuple[str, ...], money: bool
+) -> None:
+    """Each repayment of a static VA follows CONTRACT §5 from its own status (a success later
+    reported failed is a conflict, not silently applied); the VA itself never closes."""
+    decision = decide(repayment, incoming, Kind.STATIC_VA)
+    assert (decision.outcome, decision.new_status, decision.flags, decision.moves_money) == (
+        outcome, None, flags, money)
 
 
 @pytest.mark.parametrize(("amount", "currency", "minor"),
