@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -23,6 +24,9 @@ log = structlog.get_logger(__name__)
 
 #: Statuses worth another try: the provider is throttling us or is itself in trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+#: Takes one more query from the budget every process shares (reconcile.budget): True once
+#: granted, False if none can be had in time. A retry is a query to the provider like any other.
+Charge = Callable[[], Awaitable[bool]]
 
 
 class TokenBucket:
@@ -135,17 +139,28 @@ class QueryHttp:
                 self._buckets[key] = found
             return found
 
-    def for_account(self, key: str, rate_per_s: float) -> QueryTransport:
-        """A transport bound to the rate-limit bucket of `key` (the same key, the same bucket)."""
-        return AccountTransport(self, self.bucket(key, rate_per_s))
+    def for_account(
+        self, key: str, rate_per_s: float, charge_retry: Charge | None = None
+    ) -> QueryTransport:
+        """A transport bound to the rate-limit bucket of `key` (the same key, the same bucket);
+        each retry is first charged to the shared budget by `charge_retry`, if given (the
+        caller charged the first attempt)."""
+        return AccountTransport(self, self.bucket(key, rate_per_s), charge_retry)
 
-    async def send(self, request: HttpRequest, bucket: TokenBucket | None = None) -> HttpReply:
-        """Send with retries: 2xx and 4xx but 429 are returned; the rest end in QueryTransient."""
+    async def send(
+        self, request: HttpRequest, bucket: TokenBucket | None = None,
+        charge_retry: Charge | None = None,
+    ) -> HttpReply:
+        """Send with retries: 2xx and 4xx but 429 are returned; the rest end in QueryTransient,
+        as does a retry `charge_retry` finds no budget for."""
         parts = urlsplit(request.url)
         where = {"method": request.method, "host": parts.netloc, "path": parts.path}
         attempts = self.retry.attempts
-        reason = ""
+        reason = note = ""
         for attempt in range(1, attempts + 1):
+            if attempt > 1 and charge_retry is not None and not await charge_retry():
+                attempts, note = attempt - 1, " (no query budget for a retry)"
+                break
             if bucket is not None:
                 await bucket.acquire()
             try:
@@ -158,7 +173,8 @@ class QueryHttp:
             if attempt < attempts:
                 await asyncio.sleep(self.retry.delay(attempt))
         raise QueryTransient(
-            f"{request.method} {parts.netloc}{parts.path}: {reason} after {attempts} attempts",
+            f"{request.method} {parts.netloc}{parts.path}: {reason} after {attempts} attempts"
+            f"{note}",
             code=reason,
         )
 
@@ -188,9 +204,12 @@ class QueryHttp:
 class AccountTransport:
     """A `QueryTransport` for one account: the shared `QueryHttp` plus that account's bucket."""
 
-    def __init__(self, http: QueryHttp, bucket: TokenBucket) -> None:
+    def __init__(
+        self, http: QueryHttp, bucket: TokenBucket, charge_retry: Charge | None = None
+    ) -> None:
         self.http = http
         self.bucket = bucket
+        self.charge_retry = charge_retry
 
     async def send(self, request: HttpRequest) -> HttpReply:
-        return await self.http.send(request, self.bucket)
+        return await self.http.send(request, self.bucket, self.charge_retry)

@@ -106,7 +106,7 @@ async def _gated(
     async with gate:
         if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
             return Answer(order, error="skipped", code="breaker_open")
-        answer = await _query(ctx, account, order)
+        answer = await _query(ctx, account, order, budget)
         # Recorded before the slot is freed, so the next query sees a breaker just opened.
         try:
             await _record(breaker, key, answer)
@@ -123,9 +123,11 @@ async def _record(breaker: Breaker, key: str, answer: Answer) -> None:
         await asyncio.to_thread(breaker.record_success, key)
 
 
-async def _query(ctx: PassContext, account: Account, order: DueOrder) -> Answer:
+async def _query(ctx: PassContext, account: Account, order: DueOrder,
+                 budget: RateBudget) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
-    transport = ctx.http.for_account(account.key, account.config.query_rate_per_s)
+    key, rate = account.key, account.config.query_rate_per_s
+    transport = ctx.http.for_account(key, rate, lambda: budget.acquire(key, rate))
     now_ms = int(ctx.now().timestamp() * 1000)
     try:
         events = await account.provider.query(transport, account.config, ref, now_ms)

@@ -138,7 +138,10 @@ async def _ask(
         # cannot make genuine callbacks `dead`, nor let a flood past the provider's rate.
         log.warning("query_budget_unavailable", account=account.key, error=type(exc).__name__)
         return DEFERRED
-    transport = rt.transport(account.provider.name, account.name)
+    key, rate = account.key, account.config.query_rate_per_s
+    # A retry is charged too; with none to be had by `until`, the query fails transient.
+    transport = rt.transport(account.provider.name, account.name,
+                             lambda: budget.acquire(key, rate, until=until))
     try:
         return await account.provider.query(
             transport, account.config, ref, int(datetime.now(UTC).timestamp() * 1000)

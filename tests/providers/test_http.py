@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
@@ -15,6 +16,8 @@ from structlog.testing import capture_logs
 from providers.base import HttpRequest
 from providers.errors import QueryTransient
 from providers.http import QueryHttp, RetryPolicy, TokenBucket
+from reconcile.budget import RateBudget
+from tests.conftest import queue_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FAST = RetryPolicy(attempts=3, backoff_base_s=0.01, backoff_max_s=0.02)
@@ -275,3 +278,42 @@ def test_failures_are_logged_without_headers_or_body() -> None:
     assert {e["reason"] for e in failures} == {"http_502"}
     assert failures[0]["path"] == "/q"
     assert "s3cr3t" not in repr(logs)
+
+
+def test_each_retry_is_charged_to_the_shared_query_budget(redis_url: str) -> None:
+    """A retry is one more query to the provider: it takes its unit of the account's budget
+    every process shares (the caller took the first attempt's), so a provider failing under
+    load is not sent up to `attempts` times its rate by the retries. Without a unit to be had,
+    the query ends transient rather than retrying past the budget."""
+    client = redis.Redis.from_url(redis_url)
+    budget = RateBudget(client, queue_name("http-budget"))
+
+    def used() -> int:
+        keys = list(client.scan_iter(budget.key("acct", 0)[:-1] + "*"))
+        return sum(int(v) for v in client.mget(keys)) if keys else 0
+
+    async def scenario() -> None:
+        async def handler(_: web.Request) -> web.Response:
+            if len(hits.times) < 3:
+                return web.Response(status=503)
+            return web.Response(status=200, body=b"ok")
+
+        async with serve(handler) as (server, hits):
+            http = QueryHttp(retry=FAST)
+            charged = http.for_account("acct", 1000, lambda: budget.acquire("acct", 1000))
+            reply = await charged.send(get(server))
+            assert (reply.status, hits.count, used()) == (200, 3, 2)
+
+            hits.times.clear()
+            assert budget.try_take("full", 0.001) == 0.0  # its one unit in 1000 s: taken
+            refused = http.for_account("full", 1000, lambda: budget.acquire("full", 0.001,
+                                                                            until=0))
+            with pytest.raises(QueryTransient, match="no query budget for a retry"):
+                await refused.send(get(server))
+            assert hits.count == 1
+            await http.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.close()
