@@ -49,6 +49,26 @@ def runtime(stack: Stack, database_url: str, redis_url: str) -> Iterator[Runtime
     rt.close()
 
 
+def _sound(stack: Stack, runtime: Runtime, count: int) -> list[int]:
+    """Store `count` sound callbacks (OPay successes of new orders); their ids."""
+    world = stack.world
+    return store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
+                                                                     "succeeded", "5.00"))
+                                  for _ in range(count)])
+
+
+def _breaks_on(monkeypatch: pytest.MonkeyPatch, culprit: int) -> None:
+    """Judging `culprit` raises an error no retry cures (an adapter bug); the rest as ever."""
+    judge = workers.judging.judge
+
+    def breaks_on_the_culprit(rt: Runtime, cb: Callback) -> workers.judging.Verdict:
+        if cb.id == culprit:
+            raise KeyError("an adapter bug")
+        return judge(rt, cb)
+
+    monkeypatch.setattr(workers.judging, "judge", breaks_on_the_culprit)
+
+
 def _set(runtime: Runtime, callback_id: int, **values: object) -> None:
     """Write these columns of the callback's row directly, as time or a worker would have."""
     with runtime.engine.begin() as conn:
@@ -232,19 +252,9 @@ def test_an_unexpected_error_is_taken_for_a_death_and_ends_the_culprit_dead_alon
     attempt and fail the task: the sweeper then sent the same batch again, for ever, and its
     neighbours never finished. Now the batch is split at once, the neighbours apply, and the
     culprit, tried alone, ends `dead` after `max_attempts` (3)."""
-    world = stack.world
-    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
-                                                                    "succeeded", "5.00"))
-                                 for _ in range(4)])
+    ids = _sound(stack, runtime, 4)
     culprit = ids[1]
-    judge = workers.judging.judge
-
-    def breaks_on_the_culprit(rt: Runtime, cb: Callback) -> workers.judging.Verdict:
-        if cb.id == culprit:
-            raise KeyError("an adapter bug")
-        return judge(rt, cb)
-
-    monkeypatch.setattr(workers.judging, "judge", breaks_on_the_culprit)
+    _breaks_on(monkeypatch, culprit)
     first = process_batch(runtime, ids, TASK)
     assert (first.split, first.states) == (ids, {})
     assert [_attempts(runtime, i) for i in ids] == [0] * 4  # given back: no one's fault yet
@@ -263,10 +273,7 @@ def test_a_copy_of_a_running_attempt_leaves_the_callback_to_it(
     on its last attempt the callback ended `dead` while the first task was applying it, or
     else a second attempt ran beside the first. Now the copy leaves it to the running task and
     processes the rest; a claim past the task time limit is over, and counts as a death."""
-    world = stack.world
-    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
-                                                                    "succeeded", "5.00"))
-                                 for _ in range(2)])
+    ids = _sound(stack, runtime, 2)
     running = ids[0]
     now = datetime.now(UTC)
     _set(runtime, running, state="processing", attempts=3, claimed_at=now,
@@ -283,8 +290,7 @@ def test_a_copy_of_a_running_attempt_leaves_the_callback_to_it(
     assert process_batch(runtime, [running], "the-running-task").reasons == {
         "dead|worker_lost": 1}
 
-    [stale] = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
-                                                                        "succeeded", "5.00"))])
+    [stale] = _sound(stack, runtime, 1)
     limit = timedelta(seconds=runtime.settings.task_time_limit_s)
     _set(runtime, stale, state="processing", attempts=3, claimed_at=now - limit - limit / 10,
          claimed_by="a-task-long-gone")
@@ -298,20 +304,10 @@ def test_a_batch_taken_for_a_death_does_not_cost_its_neighbours_their_last_attem
     """A batch whose attempt fails with an unforeseen error is split; the attempt was no one
     callback's fault, so each gets it back. Before, a neighbour on its last attempt, sent
     alone, found the attempt unfinished and ended `dead` though it was sound."""
-    world = stack.world
-    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(),
-                                                                    "succeeded", "5.00"))
-                                 for _ in range(2)])
+    ids = _sound(stack, runtime, 2)
     culprit, neighbour = ids
     _set(runtime, neighbour, state="processing", attempts=2)
-    judge = workers.judging.judge
-
-    def breaks_on_the_culprit(rt: Runtime, cb: Callback) -> workers.judging.Verdict:
-        if cb.id == culprit:
-            raise KeyError("an adapter bug")
-        return judge(rt, cb)
-
-    monkeypatch.setattr(workers.judging, "judge", breaks_on_the_culprit)
+    _breaks_on(monkeypatch, culprit)
     assert process_batch(runtime, ids, TASK).split == ids
     assert (_attempts(runtime, culprit), _attempts(runtime, neighbour)) == (0, 2)
     assert process_batch(runtime, [neighbour], "alone").states == {"applied": 1}
@@ -355,9 +351,7 @@ def test_an_attempt_that_fails_with_an_error_is_not_taken_for_a_dead_worker(
 ) -> None:
     """An error the task sees (the database dropping mid-attempt, say) ends the attempt; the
     task's retry then processes the batch whole, not split into single tasks."""
-    world = stack.world
-    ids = store(runtime.engine, [world.callback("opay", world.fields("opay", unique(), "succeeded",
-                                                              "5.00")) for _ in range(3)])
+    ids = _sound(stack, runtime, 3)
     judge = workers.judging.judge
 
     def fails_once(rt: Runtime, cb: Callback) -> workers.judging.Verdict:
@@ -379,9 +373,7 @@ def test_a_callback_waiting_out_its_retry_is_not_swept_until_overdue(
     """A transient failure schedules the next attempt after its delay (15 s at first); the
     sweeper must not start a second chain of attempts meanwhile, even for a callback received
     long ago, but does take it once `sweep_after_s` has passed beyond the retry's due time."""
-    world = stack.world
-    [callback_id] = store(runtime.engine, [world.callback(
-        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    [callback_id] = _sound(stack, runtime, 1)
 
     def transient(*_: object) -> list[str]:
         raise RuntimeError("injected transient fault")
@@ -405,9 +397,7 @@ def test_a_callback_with_an_attempt_running_is_not_swept_until_past_the_time_lim
     """An attempt that takes longer than `sweep_after_s` (slow provider queries) is still
     running: a copy sent beside it would only find it running and leave it alone. The sweeper
     waits out the task time limit, unless the attempt is marked over."""
-    world = stack.world
-    [callback_id] = store(runtime.engine, [world.callback(
-        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    [callback_id] = _sound(stack, runtime, 1)
     now = datetime.now(UTC)
     long_ago = now - timedelta(hours=1)
     limit = timedelta(seconds=runtime.settings.task_time_limit_s)
@@ -429,9 +419,7 @@ def test_a_callback_that_has_not_ended_is_not_replayed(stack: Stack, runtime: Ru
     """A replay of a callback still `processing` would restart its retry budget and clear the
     claim of the attempt running it: it is refused (409) and the callback left as it was. Once
     it has ended it is replayed, counted as enqueued, so the sweeper does not send it again."""
-    world = stack.world
-    [callback_id] = store(runtime.engine, [world.callback(
-        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    [callback_id] = _sound(stack, runtime, 1)
     now = datetime.now(UTC)
     long_ago = now - timedelta(hours=1)
     _set(runtime, callback_id, state="processing", attempts=2, claimed_at=now, enqueued_at=now)
@@ -540,9 +528,7 @@ def test_without_the_query_budget_claims_are_deferred_not_failed(
 def test_a_replay_that_cannot_publish_changes_nothing(stack: Stack, runtime: Runtime) -> None:
     """`payhook replay` without a broker to publish to refuses before it resets anything: the
     callback keeps its final state and its attempts."""
-    world = stack.world
-    [callback_id] = store(runtime.engine, [world.callback(
-        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    [callback_id] = _sound(stack, runtime, 1)
     assert process_batch(runtime, [callback_id], TASK).states == {"applied": 1}
     unpublishable = runtime.settings.model_copy(update={"redis_url": None})
     with pytest.raises(ConfigError, match="PAYHOOK_REDIS_URL"):
@@ -556,9 +542,7 @@ def test_a_callback_for_an_account_this_worker_does_not_know_is_retried_not_reje
 ) -> None:
     """A receiver acknowledged it, so some configuration has the account (a rolling deploy
     reaches this worker later): retried, then `dead` and replayable, never `rejected`."""
-    world = stack.world
-    [callback_id] = store(runtime.engine, [world.callback(
-        "opay", world.fields("opay", unique(), "succeeded", "5.00"))])
+    [callback_id] = _sound(stack, runtime, 1)
     _set(runtime, callback_id, account="eu")
     first = process_batch(runtime, [callback_id], TASK)
     assert first.reasons == {"processing|account_unknown": 1}

@@ -53,6 +53,18 @@ async def serve(handler: Handler) -> AsyncIterator[tuple[TestServer, Hits]]:
         await server.close()
 
 
+def unavailable_twice() -> Handler:
+    """A provider that answers 503 twice, then 200 `ok`."""
+    answered = 0
+
+    async def handler(_: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        return web.Response(status=503) if answered < 3 else web.Response(status=200, body=b"ok")
+
+    return handler
+
+
 def get(server: TestServer, path: str = "/q") -> HttpRequest:
     return HttpRequest("GET", str(server.make_url(path)), {"X-Secret": "s3cr3t"}, b"")
 
@@ -61,12 +73,7 @@ def test_retries_503_then_returns_success() -> None:
     """A 503 is retried and the first 200 after it is returned."""
 
     async def scenario() -> None:
-        async def handler(_: web.Request) -> web.Response:
-            if len(hits.times) < 3:
-                return web.Response(status=503)
-            return web.Response(status=200, body=b"ok")
-
-        async with serve(handler) as (server, hits):
+        async with serve(unavailable_twice()) as (server, hits):
             http = QueryHttp(retry=RetryPolicy(attempts=4, backoff_base_s=0.01))
             reply = await http.for_account("a", 1000).send(get(server))
             await http.close()
@@ -293,25 +300,20 @@ def test_each_retry_is_charged_to_the_shared_query_budget(redis_url: str) -> Non
         return sum(int(v) for v in client.mget(keys)) if keys else 0
 
     async def scenario() -> None:
-        async def handler(_: web.Request) -> web.Response:
-            if len(hits.times) < 3:
-                return web.Response(status=503)
-            return web.Response(status=200, body=b"ok")
-
-        async with serve(handler) as (server, hits):
+        async with serve(unavailable_twice()) as (server, hits):
             http = QueryHttp(retry=FAST)
             charged = http.for_account("acct", 1000, lambda: budget.acquire("acct", 1000))
             reply = await charged.send(get(server))
             assert (reply.status, hits.count, used()) == (200, 3, 2)
 
-            hits.times.clear()
+        async with serve(unavailable_twice()) as (server, hits):
             assert budget.try_take("full", 0.001) == 0.0  # its one unit in 1000 s: taken
             refused = http.for_account("full", 1000, lambda: budget.acquire("full", 0.001,
                                                                             until=0))
             with pytest.raises(QueryTransient, match="no query budget for a retry"):
                 await refused.send(get(server))
             assert hits.count == 1
-            await http.close()
+        await http.close()
 
     try:
         asyncio.run(scenario())
