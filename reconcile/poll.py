@@ -59,6 +59,10 @@ class Polled:
     seen: list[str] = field(default_factory=list)  # the provider statuses it reported
     amount_seen: Decimal | None = None
     amount_mismatch: bool = False
+    currency_seen: str | None = None  # set when it is not the order's currency
+    # A static VA's repayments this answer told of first, each (event id, status, provider
+    # status): the VA stays pending, so they are what polling resolved.
+    repayments: list[tuple[str, str, str]] = field(default_factory=list)
     unresolved: bool = False
 
 
@@ -211,6 +215,11 @@ def _apply_one(
     # The ledger's own judgement, so the report never contradicts the order's review flags:
     # a provider's partial payment or overpayment is flagged as such, not as a mismatch.
     polled.amount_mismatch = polled.amount_mismatch or "amount_mismatch" in applied.flags
+    if "currency_mismatch" in applied.flags:
+        polled.currency_seen = (incoming.currency or "").upper()
+    resolves = applied.outcome is Outcome.APPLIED and incoming.status is not Status.PENDING
+    if resolves and order.kind == Kind.STATIC_VA.value:
+        polled.repayments.append((event.event_id, incoming.status.value, event.provider_status))
     if applied.outcome is Outcome.CONFLICT and "conflicting_status" not in polled.flags:
         polled.flags.append("conflicting_status")
 

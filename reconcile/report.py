@@ -106,6 +106,9 @@ class PassReport:
                 stats.note(p.error, due.merchant_order_no)
             if p.status_before == "pending" and p.status_after != "pending":
                 self.resolved.add({"order": ref, "status": p.status_after, "seen": p.seen})
+            for event_id, status, seen in p.repayments:  # a static VA stays pending
+                self.resolved.add({"order": ref, "repayment": event_id, "status": status,
+                                   "seen": [seen]})
             self._review(stats, p)
 
     def _review(self, stats: AccountStats, p: Polled) -> None:
@@ -114,6 +117,9 @@ class PassReport:
             got = str(p.amount_seen) if p.amount_seen is not None else None
             expected = format_minor(due.amount_minor, due.currency)
             self.mismatches.add({"order": ref, "kind": "amount", "expected": expected, "got": got})
+        if p.currency_seen is not None:
+            self.mismatches.add({"order": ref, "kind": "currency", "expected": due.currency,
+                                 "got": p.currency_seen})
         if "conflicting_status" in p.flags:
             self.mismatches.add({"order": ref, "kind": "status", "expected": p.status_before,
                                  "got": p.seen})

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.models import OrderEvent, Payment, ProviderEventSeen, ReconcileRun
+from ledger.status import Kind
 from providers.http import QueryHttp, RetryPolicy
 from reconcile.runner import run_pass
 from tests.reconcile.conftest import Recon
@@ -99,6 +100,45 @@ def test_not_found_and_amount_mismatch_are_reported(recon: Recon) -> None:
     assert recon.order("NF1").next_poll_at is not None
     assert json.loads(recon.order("AM1").review_reasons) == ["amount_mismatch"]
     assert sorted(report["alerts"]["sent"]) == []  # no SMS configured: log lines only
+
+
+def test_a_currency_mismatch_is_reported_as_one(recon: Recon) -> None:
+    """A success in another currency than the order's is in the report's mismatches, as the
+    order's review flag says, not only among the orders to review."""
+    recon.register("CM1", amount="100.00")
+    recon.mtpay.set("CM1", "SUCCESS")
+    recon.mtpay.orders["CM1"]["fiatCurrency"] = "usd"
+    recon.clock.advance(seconds=901)
+    report = recon.pass_()
+    assert json.loads(recon.order("CM1").review_reasons) == ["currency_mismatch"]
+    assert report["mismatches"]["orders"] == [
+        {"order": "mtpay/default/CM1", "kind": "currency", "expected": "CNY", "got": "USD"}
+    ]
+
+
+def test_static_va_repayments_found_by_a_poll_are_resolved_by_it(recon: Recon) -> None:
+    """A static VA stays pending however many repayments it takes, so each repayment a poll
+    finds first (its callback was lost) is listed in `resolved_by_poll` by itself; one already
+    known is not listed again."""
+    recon.register("VA1", amount="0", kind=Kind.STATIC_VA)
+    recon.mtpay.set("VA1", "SUCCESS", amount="30.00")
+    recon.clock.advance(seconds=901)
+    first = recon.pass_()
+    assert first["resolved_by_poll"]["orders"] == [
+        {"order": "mtpay/default/VA1", "repayment": "MT-VA1", "status": "succeeded",
+         "seen": ["SUCCESS"]}
+    ]
+    recon.clock.advance(seconds=300)
+    again = recon.pass_()
+    assert recon.mtpay.count("VA1") == 2
+    assert again["resolved_by_poll"]["count"] == 0
+    recon.mtpay.set("VA1", "SUCCESS", amount="20.00")
+    recon.mtpay.orders["VA1"]["orderNo"] = "MT-VA1-2"
+    recon.clock.advance(seconds=900)
+    second = recon.pass_()
+    assert [o.get("repayment") for o in second["resolved_by_poll"]["orders"]] == ["MT-VA1-2"]
+    order = recon.order("VA1")
+    assert (order.status, order.paid_minor) == ("pending", 5000)
 
 
 @pytest.mark.parametrize(
