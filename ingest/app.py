@@ -16,8 +16,9 @@ from sqlalchemy import Engine, text
 
 from ingest import api
 from ingest.dispatch import Dispatcher
-from ingest.inbox import Inbox, InboxUnavailable, Received
+from ingest.inbox import Inbox, InboxUnavailable
 from ingest.metrics import ReceiverMetrics, StateCollector
+from ingest.stores import Received
 from payhook.accounts import Accounts
 from payhook.broker import AsyncPublisher, redis_url
 from payhook.settings import Settings

@@ -23,7 +23,8 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 
 from ingest.dispatch import Dispatcher
-from ingest.inbox import Inbox, InboxUnavailable, Received
+from ingest.inbox import Inbox, InboxUnavailable
+from ingest.stores import Received
 from ledger.db import make_engine
 from ledger.models import Callback
 from payhook.broker import PROCESS_TASK, AsyncPublisher, Publisher, make_celery
