@@ -229,3 +229,7 @@ class ReconcileRun(Base):
     provider: Mapped[str | None] = mapped_column(String(32))
     account: Mapped[str | None] = mapped_column(String(64))
     report: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON
+
+    # Every pass's stale-run sweep reads the few queued or running runs by age: a range of this
+    # index, not a scan of a table that gains a row a minute.
+    __table_args__ = (Index("ix_reconcile_runs_state_started_at", "state", "started_at"),)

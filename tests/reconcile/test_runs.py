@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
 
 from ledger.models import ReconcileRun
 from payhook.settings import Settings
@@ -47,3 +50,34 @@ def test_the_stale_run_bound_is_the_visibility_timeout() -> None:
     settings = Settings(visibility_timeout_s=900, task_time_limit_s=300)
     assert ReconcileConfig.from_settings(settings).stale_run_after_s == 900
     assert ReconcileConfig().stale_run_after_s == 600
+
+
+def test_no_statement_a_pass_sends_to_the_runs_table_scans_it(recon: Recon) -> None:
+    """The stale-run sweep every pass starts with, and the run's own writes, read
+    `reconcile_runs` through an index (PostgreSQL told to avoid scans, the test table being
+    tiny), never a scan of a table that gains a row a minute."""
+    with recon.sessions.begin() as session:
+        session.add(ReconcileRun(started_at=recon.clock() - timedelta(days=1), state="done",
+                                 report="{}"))
+    engine = recon.sessions.kw["bind"]
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "reconcile_runs" in statement and not statement.lstrip().startswith("INSERT"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        recon.pass_()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert any("started_at <" in statement for statement, _ in sent)
+    with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        explain, scan = ("EXPLAIN", "Seq Scan") if postgres else ("EXPLAIN QUERY PLAN", "SCAN ")
+        for statement, parameters in sent:
+            rows = conn.exec_driver_sql(f"{explain} {statement}", parameters)
+            plan = " ".join(str(column) for row in rows for column in row)
+            assert scan not in plan, (statement, plan)
