@@ -223,9 +223,10 @@ class ReconcileRun(Base):
     __tablename__ = "reconcile_runs"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # When the pass started; while the run is `queued` (POST /api/reconcile), when it was queued.
     started_at: Mapped[datetime] = mapped_column(Stamp)
     finished_at: Mapped[datetime | None] = mapped_column(Stamp)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # queued, running, done, failed
     provider: Mapped[str | None] = mapped_column(String(32))
     account: Mapped[str | None] = mapped_column(String(64))
     report: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON

@@ -2,8 +2,10 @@
 the SMS credit check.
 
 Synchronous at the top (the worker is), asynchronous for the provider queries, which run
-through `ctx.run`. The run's row moves running → done (or failed) with its report; a run left
-`running` by a killed pass is failed (`abandoned`) by the next pass to start.
+through `ctx.run`. The run's row moves (queued →) running → done (or failed) with its report.
+The next pass to start fails, after `stale_run_after_s`, a run left `running` by a killed pass
+(report `{"error": "abandoned"}`) and a run left `queued` by a lost task (`{"error":
+"never_started"}`); a queued run is started only from `queued`, so a late task revives neither.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta
 
 import redis
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ledger.models import ReconcileRun
 from payhook.accounts import Account
@@ -29,8 +31,8 @@ from reconcile.report import AlertSpec, PassReport
 from reconcile.silence import find_silent, tighten
 
 log = structlog.get_logger(__name__)
-# The report of a run that never finished (see _abandon_stale).
-ABANDONED = json.dumps({"error": "abandoned"})
+# Why a run no pass will finish failed (see _abandon_stale), by the state it was left in.
+STALE_ERRORS = {"running": "abandoned", "queued": "never_started"}
 
 
 def run_pass(
@@ -39,10 +41,14 @@ def run_pass(
     provider: str | None = None,
     account: str | None = None,
 ) -> int:
-    """Run one pass over the configured accounts in scope; the id of its stored run."""
+    """Run one pass over the configured accounts in scope; the id of its stored run. A queued
+    `run_id` that is no longer `queued` starts no pass (see _start_queued)."""
     started = ctx.now()
     _abandon_stale(ctx, started)
-    run_id = _start(ctx, run_id, provider, account, started)
+    if run_id is None:
+        run_id = _start_new(ctx, provider, account, started)
+    elif not _start_queued(ctx, run_id, started):
+        return run_id
     report = PassReport(started, provider, account, ctx.config.report_refs)
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
     try:
@@ -59,36 +65,57 @@ def run_pass(
 
 
 def _abandon_stale(ctx: PassContext, now: datetime) -> None:
-    """Fail the runs still `running` longer than any pass lives: killed at the task time limit,
-    or their process lost. One conditional UPDATE, so passes starting at once on several
-    machines fail each such run once, and none a run that has just finished."""
+    """Fail the runs no pass will finish: `running` longer than any pass lives (killed at the
+    task time limit, or their process lost), or still `queued` that long after POST
+    /api/reconcile queued them (their task lost). One conditional UPDATE per state, so passes
+    starting at once on several machines fail each such run once, and none a run that has just
+    finished or just started."""
     bound = now - timedelta(seconds=ctx.config.stale_run_after_s)
     with ctx.sessions.begin() as session:
-        abandoned = session.execute(
-            update(ReconcileRun)
-            .where(ReconcileRun.state == "running", ReconcileRun.started_at < bound)
-            .values(state="failed", finished_at=now, report=ABANDONED)
-            .returning(ReconcileRun.id)
-        ).scalars().all()
-    if abandoned:
-        log.warning("reconcile_runs_abandoned", runs=list(abandoned)[:20], count=len(abandoned),
-                    after_s=ctx.config.stale_run_after_s)
+        failed = {
+            state: session.execute(
+                update(ReconcileRun)
+                .where(ReconcileRun.state == state, ReconcileRun.started_at < bound)
+                .values(state="failed", finished_at=now, report=json.dumps({"error": error}))
+                .returning(ReconcileRun.id)
+            ).scalars().all()
+            for state, error in STALE_ERRORS.items()
+        }
+    for state, runs in failed.items():
+        if runs:
+            log.warning("reconcile_runs_abandoned", left=state, error=STALE_ERRORS[state],
+                        runs=list(runs)[:20], count=len(runs),
+                        after_s=ctx.config.stale_run_after_s)
 
 
-def _start(
-    ctx: PassContext, run_id: int | None, provider: str | None, account: str | None,
-    now: datetime,
-) -> int:
+def _start_new(ctx: PassContext, provider: str | None, account: str | None, now: datetime
+               ) -> int:
+    """A run for a pass nobody queued (beat, the CLI): `running` from the start."""
     with ctx.sessions.begin() as session:
-        run = session.get(ReconcileRun, run_id) if run_id is not None else None
-        if run is None:
-            run = ReconcileRun(started_at=now, state="running", provider=provider,
-                               account=account, report="{}")
-            session.add(run)
-        else:  # queued by POST /api/reconcile
-            run.state, run.started_at = "running", now
+        run = ReconcileRun(started_at=now, state="running", provider=provider, account=account,
+                           report="{}")
+        session.add(run)
         session.flush()
         return run.id
+
+
+def _start_queued(ctx: PassContext, run_id: int, now: datetime) -> bool:
+    """Take the run POST /api/reconcile queued, only from `queued`; False when it is not.
+
+    A task that arrives after the sweep failed its run (`never_started`), or a second delivery
+    of it, starts no pass: the caller was told the run failed, and beat's next pass polls the
+    same due orders anyway."""
+    with ctx.sessions.begin() as session:
+        taken = session.execute(
+            update(ReconcileRun)
+            .where(ReconcileRun.id == run_id, ReconcileRun.state == "queued")
+            .values(state="running", started_at=now)
+            .returning(ReconcileRun.id)
+        ).first()
+        if taken is None:
+            state = session.scalar(select(ReconcileRun.state).where(ReconcileRun.id == run_id))
+            log.warning("reconcile_run_not_started", run_id=run_id, state=state)
+    return taken is not None
 
 
 def _finish(ctx: PassContext, run_id: int, state: str, report: PassReport) -> None:

@@ -1,37 +1,34 @@
-"""The run rows of passes: a run a killed pass left `running` does not stay so for ever."""
+"""The run rows of passes: a run a killed pass left `running`, or a lost task left `queued`, does
+not stay so for ever, and a run once finished is never started again."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, select
 
 from ledger.models import ReconcileRun
 from payhook.settings import Settings
 from reconcile.context import ReconcileConfig
+from reconcile.runner import run_pass
 from tests.reconcile.conftest import Recon
 
 
 def test_a_run_left_running_past_the_bound_is_failed_by_the_next_pass(recon: Recon) -> None:
     """A run still `running` longer than `stale_run_after_s` after it started (its pass was
     killed at the time limit) is failed as `abandoned` when the next pass starts; a younger
-    running run (a live pass) and finished or queued runs are left as they are."""
+    running run (a live pass), a younger queued run and a finished run are left as they are."""
     now = recon.clock()
     rows = {
         "stale": ("running", now - timedelta(seconds=601)),
         "live": ("running", now - timedelta(seconds=599)),
         "done": ("done", now - timedelta(days=1)),
-        "queued": ("queued", now - timedelta(days=1)),
+        "queued": ("queued", now - timedelta(seconds=599)),
     }
-    ids: dict[str, int] = {}
-    with recon.sessions.begin() as session:
-        for name, (state, started) in rows.items():
-            run = ReconcileRun(started_at=started, state=state, report="{}")
-            session.add(run)
-            session.flush()
-            ids[name] = run.id
+    ids = _add_runs(recon, rows)
     report = recon.pass_(stale_run_after_s=600)
     assert report["state"] == "done"
     stale = recon.report(ids["stale"])
@@ -44,12 +41,65 @@ def test_a_run_left_running_past_the_bound_is_failed_by_the_next_pass(recon: Rec
         assert json.loads(runs["live"].report) == {}
 
 
+def test_a_run_left_queued_past_the_bound_is_failed_as_never_started(recon: Recon) -> None:
+    """A run POST /api/reconcile queued longer than `stale_run_after_s` ago whose task never
+    came (lost with its broker) is failed as `never_started` when the next pass starts; a
+    younger queued run is still taken by its task, and run."""
+    now = recon.clock()
+    ids = _add_runs(recon, {"lost": ("queued", now - timedelta(seconds=601)),
+                            "young": ("queued", now - timedelta(seconds=599))})
+    assert run_pass(recon.ctx(stale_run_after_s=600), run_id=ids["young"]) == ids["young"]
+    lost, young = recon.report(ids["lost"]), recon.report(ids["young"])
+    assert (lost["state"], lost["error"]) == ("failed", "never_started")
+    assert young["state"] == "done"
+    with recon.sessions() as session:
+        assert session.get_one(ReconcileRun, ids["lost"]).finished_at == now
+        assert session.get_one(ReconcileRun, ids["young"]).started_at == now
+
+
+@pytest.mark.parametrize(("state", "report"), [
+    ("failed", {"error": "never_started"}),  # another machine's sweep failed it first
+    ("running", {}),  # a second delivery of the task while its pass runs
+    ("done", {"resolved": {"count": 0}}),  # a second delivery after its pass finished
+])
+def test_a_task_whose_run_is_no_longer_queued_starts_no_pass(
+    recon: Recon, state: str, report: dict[str, Any]
+) -> None:
+    """The task of a queued run takes it only from `queued`: when its run was failed by a sweep
+    or is already running or done, it starts no pass and leaves the run as it is."""
+    started = recon.clock() - timedelta(seconds=60)
+    finished = None if state == "running" else started
+    with recon.sessions.begin() as session:
+        run = ReconcileRun(started_at=started, finished_at=finished, state=state,
+                           report=json.dumps(report))
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    assert run_pass(recon.ctx(stale_run_after_s=600), run_id=run_id) == run_id
+    with recon.sessions() as session:
+        runs = session.scalars(select(ReconcileRun)).all()
+        assert [(r.id, r.state, r.started_at, r.finished_at, json.loads(r.report))
+                for r in runs] == [(run_id, state, started, finished, report)]
+
+
 def test_the_stale_run_bound_is_the_visibility_timeout() -> None:
     """The bound is the visibility timeout, which the task time limit (when a worker's pass is
     killed) stays below: a live pass is never taken for an abandoned one."""
     settings = Settings(visibility_timeout_s=900, task_time_limit_s=300)
     assert ReconcileConfig.from_settings(settings).stale_run_after_s == 900
     assert ReconcileConfig().stale_run_after_s == 600
+
+
+def _add_runs(recon: Recon, rows: dict[str, tuple[str, datetime]]) -> dict[str, int]:
+    """Store a run per name, in the state and with the start given; their ids by name."""
+    ids: dict[str, int] = {}
+    with recon.sessions.begin() as session:
+        for name, (state, started) in rows.items():
+            run = ReconcileRun(started_at=started, state=state, report="{}")
+            session.add(run)
+            session.flush()
+            ids[name] = run.id
+    return ids
 
 
 def test_no_statement_a_pass_sends_to_the_runs_table_scans_it(recon: Recon) -> None:
