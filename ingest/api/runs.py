@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import update
 
 from ingest.api.common import bad_request, db_session, found, in_thread, json_body, row_id
 from ledger.models import ReconcileRun
@@ -65,15 +66,20 @@ async def post_reconcile(request: web.Request) -> web.Response:
     except Exception as exc:  # the broker is away: say so, and leave no run queued for ever
         log.error("reconcile_not_queued", run_id=run_id, error=type(exc).__name__)
 
-        def fail() -> None:
+        def fail() -> bool:
+            # Only from `queued`: had the task got through after all, its pass owns the run.
             with db_session(request) as session, session.begin():
-                run = session.get_one(ReconcileRun, run_id)
-                run.state, run.finished_at = "failed", datetime.now(UTC)
-                run.report = json.dumps({"error": "broker unavailable"})
+                return session.execute(
+                    update(ReconcileRun)
+                    .where(ReconcileRun.id == run_id, ReconcileRun.state == "queued")
+                    .values(state="failed", finished_at=datetime.now(UTC),
+                            report=json.dumps({"error": "broker unavailable"}))
+                    .returning(ReconcileRun.id)
+                ).first() is not None
 
-        await in_thread(fail)
-        return web.json_response({"id": run_id, "state": "failed",
-                                  "error": "broker unavailable; retry later"}, status=503)
+        if await in_thread(fail):
+            return web.json_response({"id": run_id, "state": "failed",
+                                      "error": "broker unavailable; retry later"}, status=503)
     return web.json_response({"id": run_id, "state": "queued"}, status=202)
 
 
