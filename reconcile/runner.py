@@ -6,6 +6,7 @@ through `ctx.run`. The run's row moves (queued →) running → done (or failed)
 The next pass to start fails, after `stale_run_after_s`, a run left `running` by a killed pass
 (report `{"error": "abandoned"}`) and a run left `queued` by a lost task (`{"error":
 "never_started"}`); a queued run is started only from `queued`, so a late task revives neither.
+A pass that outlives the bound and is abandoned still stores its real report (see _finish).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 
 import redis
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from ledger.models import ReconcileRun
 from payhook.accounts import Account
@@ -33,6 +34,7 @@ from reconcile.silence import find_silent, tighten
 log = structlog.get_logger(__name__)
 # Why a run no pass will finish failed (see _abandon_stale), by the state it was left in.
 STALE_ERRORS = {"running": "abandoned", "queued": "never_started"}
+ABANDONED = json.dumps({"error": STALE_ERRORS["running"]})
 
 
 def run_pass(
@@ -119,11 +121,29 @@ def _start_queued(ctx: PassContext, run_id: int, now: datetime) -> bool:
 
 
 def _finish(ctx: PassContext, run_id: int, state: str, report: PassReport) -> None:
+    """Store the pass's outcome on its run if still `running`, or if a sweep failed it as
+    `abandoned` meanwhile (a CLI pass has no time limit to keep it under the bound): the real
+    report says more than that guess, and is stored marked `"marked_abandoned": true`. Any
+    other state was set on purpose, never written over."""
     finished = ctx.now()
     with ctx.sessions.begin() as session:
-        run = session.get(ReconcileRun, run_id)
-        assert run is not None
-        run.state, run.finished_at, run.report = state, finished, report.dumps(finished)
+
+        def store(*where: ColumnElement[bool]) -> bool:  # one conditional UPDATE
+            return session.execute(
+                update(ReconcileRun).where(ReconcileRun.id == run_id, *where)
+                .values(state=state, finished_at=finished, report=report.dumps(finished))
+                .returning(ReconcileRun.id)
+            ).first() is not None
+
+        if store(ReconcileRun.state == "running"):
+            return
+        report.tail["marked_abandoned"] = True
+        if store(ReconcileRun.state == "failed", ReconcileRun.report == ABANDONED):
+            log.warning("reconcile_run_finished_after_abandoned", state=state,
+                        ran_s=round((finished - report.started_at).total_seconds()))
+            return
+        found = session.scalar(select(ReconcileRun.state).where(ReconcileRun.id == run_id))
+        log.error("reconcile_run_not_finished", state=state, found=found)
 
 
 def _execute(

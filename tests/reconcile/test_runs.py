@@ -1,20 +1,26 @@
 """The run rows of passes: a run a killed pass left `running`, or a lost task left `queued`, does
-not stay so for ever, and a run once finished is never started again."""
+not stay so for ever; a run once finished is never started again, nor written over by its pass
+but for the sweep's `abandoned` guess."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
+from structlog.testing import capture_logs
 
 from ledger.models import ReconcileRun
 from payhook.settings import Settings
 from reconcile.context import ReconcileConfig
 from reconcile.runner import run_pass
 from tests.reconcile.conftest import Recon
+
+T = TypeVar("T")
 
 
 def test_a_run_left_running_past_the_bound_is_failed_by_the_next_pass(recon: Recon) -> None:
@@ -80,6 +86,58 @@ def test_a_task_whose_run_is_no_longer_queued_starts_no_pass(
         runs = session.scalars(select(ReconcileRun)).all()
         assert [(r.id, r.state, r.started_at, r.finished_at, json.loads(r.report))
                 for r in runs] == [(run_id, state, started, finished, report)]
+
+
+def test_a_pass_abandoned_while_it_ran_still_stores_its_report(recon: Recon) -> None:
+    """A pass that outlives the bound (a CLI pass has no time limit) is failed as `abandoned` by a
+    beat pass that starts meanwhile; when it ends it stores its real report over that guess,
+    marked `marked_abandoned`, and warns; the beat pass's own run is left as it finished."""
+    beat: list[int] = []
+
+    def beat_pass() -> None:
+        recon.clock.advance(seconds=601)
+        beat.append(run_pass(recon.ctx(stale_run_after_s=600)))
+
+    with capture_logs() as logs:
+        run_id = _pass_interrupted_by(recon, beat_pass)
+    cli = recon.report(run_id)
+    assert (cli["state"], cli["marked_abandoned"], "error" in cli) == ("done", True, False)
+    assert cli["accounts"]["mtpay/default"]["breaker"] == "closed"  # the pass's own findings
+    assert recon.report(beat[0])["state"] == "done"
+    events = [line["event"] for line in logs if line["event"].startswith("reconcile_run")]
+    assert events == ["reconcile_runs_abandoned", "reconcile_run_finished_after_abandoned"]
+
+
+def test_a_pass_never_writes_over_a_run_closed_by_another_hand(recon: Recon) -> None:
+    """A run closed by anyone but the stale sweep while its pass ran (an operator failing it by
+    hand) keeps that verdict: the pass ends without writing its report, and logs an error."""
+    closed = json.dumps({"error": "stopped by hand"})
+
+    def close_by_hand() -> None:
+        with recon.sessions.begin() as session:
+            session.execute(update(ReconcileRun).values(state="failed", report=closed,
+                                                        finished_at=recon.clock()))
+
+    with capture_logs() as logs:
+        run_id = _pass_interrupted_by(recon, close_by_hand)
+    assert recon.report(run_id) == {"error": "stopped by hand", "state": "failed",
+                                    "run_id": run_id}
+    assert [line["found"] for line in logs
+            if line["event"] == "reconcile_run_not_finished"] == ["failed"]
+
+
+def _pass_interrupted_by(recon: Recon, interrupt: Callable[[], None]) -> int:
+    """Run a pass with no queued run (as the CLI does) that calls `interrupt` once while it
+    queries the providers; its run's id."""
+    ctx = recon.ctx(stale_run_after_s=600)
+    interrupts = [interrupt]
+
+    def run(coro: Coroutine[Any, Any, T], /) -> T:
+        while interrupts:
+            interrupts.pop()()
+        return recon.run(coro)
+
+    return run_pass(replace(ctx, run=run))
 
 
 def test_the_stale_run_bound_is_the_visibility_timeout() -> None:
