@@ -12,14 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import String, Table, insert, select, tuple_
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy.orm import Session
 
 from ledger import booking
 from ledger.db import insert_ignore
-from ledger.models import Order, OrderEvent, Payment, ProviderEventSeen
+from ledger.models import Order, OrderEvent, Payment, ProviderEventSeen, column_width
 from ledger.money import to_minor
 from ledger.status import Decision, Kind, Outcome, Status, decide
 
@@ -50,21 +49,14 @@ class Incoming:
     poll_after: datetime | None = None
 
 
-def _width(column: InstrumentedAttribute[Any]) -> int:
-    kind = column.property.columns[0].type
-    assert isinstance(kind, String)
-    assert kind.length is not None
-    return kind.length
-
-
 # The provider's strings the ledger keeps, and the widths of the columns they go in (read from
 # the models, so a migration that widens a column widens the check).
 _WIDTHS = {
-    "merchant_order_no": _width(Order.merchant_order_no),
-    "provider_order_no": _width(Order.provider_order_no),
-    "event_id": _width(ProviderEventSeen.event_id),
-    "provider_status": _width(ProviderEventSeen.provider_status),
-    "currency": _width(Order.currency),
+    "merchant_order_no": column_width(Order.merchant_order_no),
+    "provider_order_no": column_width(Order.provider_order_no),
+    "event_id": column_width(ProviderEventSeen.event_id),
+    "provider_status": column_width(ProviderEventSeen.provider_status),
+    "currency": column_width(Order.currency),
 }
 
 

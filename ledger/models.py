@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -60,6 +60,16 @@ class UTCStamp(TypeDecorator[datetime]):
 
 
 Stamp = UTCStamp()
+
+
+def column_width(column: InstrumentedAttribute[Any]) -> int:
+    """The declared length of a String column: PostgreSQL refuses a longer value (SQLite does
+    not), so what is checked against it is read from here and follows a migration that widens
+    the column."""
+    kind = column.property.columns[0].type
+    assert isinstance(kind, String)
+    assert kind.length is not None
+    return kind.length
 
 NON_FINAL = ("received", "processing")
 _NON_FINAL_SQL = text("state IN ('received', 'processing')")
