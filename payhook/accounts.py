@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ledger.apply import Incoming
+from ledger.models import Callback, Order, ProviderEventSeen, ReconcileRun, column_width
 from ledger.status import Kind, Status
 from providers import registry
 from providers.base import AccountConfig, Provider, ProviderEvent, Trust
@@ -69,6 +72,34 @@ class Accounts:
         return iter(self.by_key.values())
 
 
+# An account name is stored in these columns: PostgreSQL refuses a longer one on every insert,
+# and the inbox writes a group of requests in one statement, so one callback for such an
+# account would fail every other request of its group (503). Read from the models, so a
+# migration that widens the columns widens the check.
+NAME_WIDTH = min(
+    column_width(c)
+    for c in (Callback.account, Order.account, ProviderEventSeen.account, ReconcileRun.account)
+)
+# What a name may be made of: the route `/callbacks/{provider}/{account}` takes it as it is (no
+# percent-encoding, no slash), and a leading letter or digit keeps out `.` and `..`, which
+# HTTP clients resolve away before the path is sent.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_name(path: Path, provider: str, name: str) -> None:
+    shown = name if _NAME.fullmatch(name) else json.dumps(name)  # as TOML would quote it
+    where = f"{path}: [providers.{provider}.{shown}]"
+    if len(name) > NAME_WIDTH:
+        raise ConfigError(
+            f"{where} account name is {len(name)} characters long; at most {NAME_WIDTH}"
+        )
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where} account name must be letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+
+
 def _resolve_env(value: Any, where: str) -> Any:
     """Replace `env:NAME` strings (at any depth) by the environment variable's value."""
     if isinstance(value, str) and value.startswith("env:"):
@@ -120,6 +151,7 @@ def load_accounts(path: Path, *, required: bool = False) -> Accounts:
         if not isinstance(tables, dict):
             raise ConfigError(f"{path}: [providers.{provider}] must be a table of accounts")
         for name, table in tables.items():
+            _check_name(path, provider, name)
             accounts[(provider, name)] = _account(path, provider, name, table)
     sms = None
     if "sssms88" in data.get("notify", {}):

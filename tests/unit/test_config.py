@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from payhook.accounts import load_accounts
+from payhook.accounts import NAME_WIDTH, load_accounts
 from payhook.broker import celery_config
 from payhook.cli import main
 from payhook.settings import Settings
@@ -75,6 +75,50 @@ def test_missing_env_variable_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("TEST_OTG_SECRET", raising=False)
     with pytest.raises(ConfigError, match=r"merchant_secret.*TEST_OTG_SECRET"):
         load_accounts(write(tmp_path, OTG))
+
+
+def _named(name: str) -> str:
+    """The OTG account under the table key `name` (TOML text: bare, or a quoted string)."""
+    return OTG.replace("[providers.otgpay.default]", f"[providers.otgpay.{name}]")
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("m" * (NAME_WIDTH + 1),
+         f"is {NAME_WIDTH + 1} characters long; at most {NAME_WIDTH}"),
+        ('"shop one"', 'otgpay."shop one"] account name must be'),
+        ('"shop/one"', 'otgpay."shop/one"] account name must be'),
+        ('"caf\u00e9"', 'account name must be'),
+        ('".."', 'otgpay.".."] account name must be'),
+        ('""', 'otgpay.""] account name must be'),
+    ],
+    ids=["too_long", "space", "slash", "non_ascii", "dot_dot", "empty"],
+)
+def test_an_account_name_the_tables_or_the_routes_cannot_hold_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, needle: str,
+) -> None:
+    """A name longer than the account columns would fail every insert on PostgreSQL (and the
+    other requests of its inbox group with it), and one the callback route cannot carry as it
+    is would never be reached: refused at start-up, naming the file, the account and why."""
+    monkeypatch.setenv("TEST_OTG_SECRET", "s3cret")
+    path = write(tmp_path, _named(key))
+    with pytest.raises(ConfigError) as caught:
+        load_accounts(path)
+    assert f"{path}: [providers.otgpay." in str(caught.value)
+    assert needle in str(caught.value)
+
+
+def test_account_names_up_to_the_column_width_are_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The width is the account columns' own (read from the models), and a name of exactly that
+    length, or with `_`, `.` and `-` in it, loads."""
+    monkeypatch.setenv("TEST_OTG_SECRET", "s3cret")
+    assert NAME_WIDTH == 64  # callbacks.account, orders.account, … are String(64)
+    names = ["m" * NAME_WIDTH, "eu-2.shop_B", "default"]
+    accounts = load_accounts(write(tmp_path, "".join(_named(f'"{n}"') for n in names)))
+    assert sorted(a.name for a in accounts) == sorted(names)
 
 
 def test_task_time_limit_must_be_below_visibility_timeout(
