@@ -159,11 +159,15 @@ def _idle_and_open(conn: psycopg.AsyncConnection[Any]) -> bool:
         return False
     if pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return False
+    # poll, not select: select takes no descriptor from FD_SETSIZE (1024) up and raised
+    # ValueError there, so a receiver holding over ~1000 sockets dropped its connection
+    # before every group. Any event (data, POLLHUP, POLLERR, POLLNVAL) means: not idle.
     try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        return not poller.poll(0)
     except (OSError, ValueError, psycopg.OperationalError):
         return False
-    return not readable
 
 
 async def _discard(conn: psycopg.AsyncConnection[Any]) -> None:
