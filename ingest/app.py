@@ -142,7 +142,9 @@ def create_app(
     app[CELERY] = celery
     publisher = AsyncPublisher(settings)
     app[PUBLISHER] = publisher
-    dispatcher = Dispatcher(publisher, max_ids=settings.batch_size)
+    dispatcher = Dispatcher(publisher, max_ids=settings.batch_size,
+                            on_dropped=app[METRICS].count_dropped)
+    app[METRICS].dispatch_pending.set_function(lambda: dispatcher.pending)
     app[DISPATCHER] = dispatcher
     app[INBOX] = Inbox(engine, dispatcher.submit, on_timing=app[METRICS].observe_commit)
     app[METRICS].registry.register(

@@ -1,12 +1,16 @@
 """Hands committed callback ids to the workers in batches, on the receiver's event loop.
 
-A publish that fails (Redis down, restarting) is logged and dropped: the rows are committed,
-and the sweeper re-enqueues every callback that is not final after its deadline.
+A publish that fails (Redis down, restarting, or hanging until the publish timeout) is logged
+and its ids dropped, with the rest of the batch they were taken in; so are ids submitted while
+`max_backlog` are already waiting. Nothing is lost: the rows are committed with `enqueued_at`
+NULL, which only the sweeper and a replay set, and the sweeper re-enqueues every callback that
+is not final after its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -23,6 +27,11 @@ class Dispatcher:
     full batch): a few milliseconds more before a worker sees a callback, in exchange for fewer,
     fuller tasks, which is cheaper for the receiver, the broker and the workers alike.
 
+    It holds at most `max_backlog` ids not yet published (waiting, or taken and being sent):
+    while Redis hangs, each push waits out the publish timeout, and ids would otherwise pile up
+    at the receive rate for as long as it lasts. `on_dropped(reason, count)` is told of every
+    id dropped (`backlog_full`, `publish_failed`).
+
     It is a task on the event loop, not a thread: `submit` is called on the loop (by the inbox
     after each commit, by the API's replay), and a thread would take the GIL back and forth
     with the loop for every batch.
@@ -33,14 +42,26 @@ class Dispatcher:
         publish: Callable[[list[int]], Awaitable[None]],
         max_ids: int = 64,
         linger_s: float = 0.005,
+        max_backlog: int = 100_000,
+        on_dropped: Callable[[str, int], None] | None = None,
     ) -> None:
         self._publish = publish
         self._max_ids = max_ids
         self._linger_s = linger_s
+        self._max_backlog = max_backlog
+        self._on_dropped = on_dropped
         self._backlog: Backlog[int] = Backlog()
-        self._task: asyncio.Task[None] | None = None
+        self._sending = 0  # ids taken from the backlog and neither published nor dropped yet
+        self._full_unlogged = 0  # dropped as backlog_full since the last log line saying so
         self.published = 0
         self.tasks = 0
+        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Ids held, not yet published: at most `max_backlog`."""
+        return len(self._backlog.items) + self._sending
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
@@ -52,28 +73,61 @@ class Dispatcher:
             try:
                 await asyncio.wait_for(self._task, timeout_s)
             except TimeoutError:
-                log.warning("dispatcher_stop_timeout", pending=len(self._backlog.items))
-        log.info("dispatcher_stopped", published=self.published, tasks=self.tasks)
+                log.warning("dispatcher_stop_timeout", pending=self.pending)
+        self._log_full()
+        log.info("dispatcher_stopped", published=self.published, tasks=self.tasks,
+                 dropped=self.dropped)
 
     def submit(self, ids: list[int]) -> None:
-        """Queue `ids` for publishing (on the loop's thread)."""
-        self._backlog.extend(ids)
+        """Queue `ids` for publishing (on the loop's thread); those past `max_backlog` are
+        dropped, left to the sweeper."""
+        room = self._max_backlog - self.pending  # never below 0: nothing is added past it
+        if len(ids) > room:
+            self._drop("backlog_full", len(ids) - room)
+            self._full_unlogged += len(ids) - room
+            ids = ids[:room]
+        if ids:
+            self._backlog.extend(ids)
 
     async def _run(self) -> None:
         backlog = self._backlog
         while await backlog.ready():
             if len(backlog.items) < self._max_ids and not backlog.closed:
                 await asyncio.sleep(self._linger_s)
-            await self._flush(backlog.take(len(backlog.items)))
+            ids = backlog.take(len(backlog.items))
+            self._sending = len(ids)
+            await self._flush(ids)
+            self._sending = 0  # published or dropped (if cancelled, `stop` counts them pending)
 
     async def _flush(self, ids: list[int]) -> None:
         for start in range(0, len(ids), self._max_ids):
             chunk = ids[start : start + self._max_ids]
             try:
                 await self._publish(chunk)
-                self.published += len(chunk)
-                self.tasks += 1
-            except Exception as exc:  # broker trouble: the sweeper owns recovery
-                log.warning(
-                    "publish_failed", error=str(exc)[:200], ids=len(chunk), first_id=chunk[0]
-                )
+            except Exception as exc:
+                # The broker is down or hanging: each further push would wait as long, while
+                # the backlog fills behind. The rest of the batch goes with the failed task,
+                # to the sweeper.
+                left = len(ids) - start
+                self._drop("publish_failed", left)
+                log.warning("publish_failed", error=str(exc)[:200], ids=left, first_id=chunk[0])
+                return
+            finally:
+                self._log_full()
+            self.published += len(chunk)
+            self.tasks += 1
+            self._sending -= len(chunk)
+
+    def _drop(self, reason: str, count: int) -> None:
+        self.dropped += count
+        if self._on_dropped is not None:
+            with contextlib.suppress(Exception):  # a metric must never stop the hand-off
+                self._on_dropped(reason, count)
+
+    def _log_full(self) -> None:
+        """One line per push at most, not one per commit, for the ids the full backlog
+        refused meanwhile."""
+        if self._full_unlogged:
+            log.warning("dispatch_backlog_full", dropped=self._full_unlogged,
+                        max_backlog=self._max_backlog)
+            self._full_unlogged = 0

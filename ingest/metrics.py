@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -61,6 +61,24 @@ class ReceiverMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
+
+        # Committed ids the dispatcher did not publish (Redis down or hanging, its backlog
+        # full): not lost, the sweeper sends them after its deadline; a rising count is a
+        # broker outage's size, and the delay those callbacks wait.
+        self.dispatch_dropped = Counter(
+            "payhook_dispatch_dropped_total",
+            "Committed callback ids left to the sweeper instead of published",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.dispatch_pending = Gauge(
+            "payhook_dispatch_pending_ids",
+            "Committed callback ids waiting to be published",
+            registry=self.registry,
+        )
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        self.dispatch_dropped.labels(reason).inc(count)
 
     def observe_commit(self, seconds: float, rows: int) -> None:
         self.inbox_commit.observe(seconds)
