@@ -140,29 +140,33 @@ class QueryHttp:
             return found
 
     def for_account(
-        self, key: str, rate_per_s: float, charge_retry: Charge | None = None
+        self, key: str, rate_per_s: float, charge_retry: Charge | None = None,
+        *, paced: bool = False,
     ) -> QueryTransport:
         """A transport bound to the rate-limit bucket of `key` (the same key, the same bucket);
-        each retry is first charged to the shared budget by `charge_retry`, if given (the
-        caller charged the first attempt)."""
-        return AccountTransport(self, self.bucket(key, rate_per_s), charge_retry)
+        each retry waits its turn in the bucket, then is charged to the shared budget by
+        `charge_retry`, if given (the caller charged the first attempt). `paced`: the caller
+        waited the first attempt's turn too, before charging it, and it goes out at once."""
+        return AccountTransport(self, self.bucket(key, rate_per_s), charge_retry, paced)
 
     async def send(
         self, request: HttpRequest, bucket: TokenBucket | None = None,
-        charge_retry: Charge | None = None,
+        charge_retry: Charge | None = None, paced: bool = False,
     ) -> HttpReply:
         """Send with retries: 2xx and 4xx but 429 are returned; the rest end in QueryTransient,
-        as does a retry `charge_retry` finds no budget for."""
+        as does a retry `charge_retry` finds no budget for. `paced`: the first attempt's turn
+        in `bucket` was already waited for."""
         parts = urlsplit(request.url)
         where = {"method": request.method, "host": parts.netloc, "path": parts.path}
         attempts = self.retry.attempts
         reason = note = ""
         for attempt in range(1, attempts + 1):
+            if bucket is not None and (attempt > 1 or not paced):
+                await bucket.acquire()
+            # Charged after the bucket's wait, so the unit is spent in the window it goes out in.
             if attempt > 1 and charge_retry is not None and not await charge_retry():
                 attempts, note = attempt - 1, " (no query budget for a retry)"
                 break
-            if bucket is not None:
-                await bucket.acquire()
             try:
                 return await self._attempt(request)
             except _AttemptFailed as exc:
@@ -205,11 +209,13 @@ class AccountTransport:
     """A `QueryTransport` for one account: the shared `QueryHttp` plus that account's bucket."""
 
     def __init__(
-        self, http: QueryHttp, bucket: TokenBucket, charge_retry: Charge | None = None
+        self, http: QueryHttp, bucket: TokenBucket, charge_retry: Charge | None = None,
+        paced: bool = False,
     ) -> None:
         self.http = http
         self.bucket = bucket
         self.charge_retry = charge_retry
+        self.paced = paced
 
     async def send(self, request: HttpRequest) -> HttpReply:
-        return await self.http.send(request, self.bucket, self.charge_retry)
+        return await self.http.send(request, self.bucket, self.charge_retry, self.paced)

@@ -101,21 +101,40 @@ async def _gated(
     ctx: PassContext, gate: asyncio.Semaphore, breaker: Breaker, budget: RateBudget,
     account: Account, order: DueOrder,
 ) -> Answer:
-    """Query one order if its account's breaker and budget let it, within a `gate` slot."""
-    key = account.key
-    # The budget is taken before a slot, so a slow account does not hold slots idle.
+    """Query one order if its account's breaker and budget let it, within a `gate` slot.
+
+    The budget's unit is taken in the slot, right before the query goes out: a unit taken
+    while waiting for a slot was spent later, with the other waiters', in a burst over the rate
+    every process shares. Nothing is waited for in a slot, so an account at its rate does not
+    keep slots from the others: this process's own pace (the account's token bucket, whose wait
+    had come between the unit and the request) is waited for before taking one, and a spent
+    window gives the slot back until the window's end. Per-account gates would bound neither
+    the pass's concurrency nor the time a unit is held."""
+    key, rate = account.key, account.config.query_rate_per_s
     if not await asyncio.to_thread(breaker.allow, key):
         return Answer(order, error="skipped", code="breaker_open")
-    await budget.acquire(key, account.config.query_rate_per_s)
-    async with gate:
-        if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
-            return Answer(order, error="skipped", code="breaker_open")
-        answer = await _query(ctx, account, order, budget)
-        # Recorded before the slot is freed, so the next query sees a breaker just opened.
-        try:
-            await _record(breaker, key, answer)
-        except redis.RedisError as exc:  # the provider did answer: its answer is kept
-            log.warning("breaker_record_failed", account=key, error=type(exc).__name__)
+    pace = ctx.http.bucket(key, rate)
+    while True:
+        await pace.acquire()
+        async with gate:
+            if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
+                return Answer(order, error="skipped", code="breaker_open")  # while it waited
+            wait = await asyncio.to_thread(budget.try_take, key, rate)
+            if wait == 0.0:
+                return await _asked(ctx, breaker, budget, account, order)
+        await asyncio.sleep(wait)  # the window is spent: the slot is free until it ends
+
+
+async def _asked(
+    ctx: PassContext, breaker: Breaker, budget: RateBudget, account: Account, order: DueOrder
+) -> Answer:
+    """The provider's answer about `order`, recorded on the breaker (in the caller's slot, so
+    the next query sees a breaker this one opened)."""
+    answer = await _query(ctx, account, order, budget)
+    try:
+        await _record(breaker, account.key, answer)
+    except redis.RedisError as exc:  # the provider did answer: its answer is kept
+        log.warning("breaker_record_failed", account=account.key, error=type(exc).__name__)
     return answer
 
 
@@ -131,7 +150,7 @@ async def _query(ctx: PassContext, account: Account, order: DueOrder,
                  budget: RateBudget) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
     key, rate = account.key, account.config.query_rate_per_s
-    transport = ctx.http.for_account(key, rate, lambda: budget.acquire(key, rate))
+    transport = ctx.http.for_account(key, rate, lambda: budget.acquire(key, rate), paced=True)
     now_ms = int(ctx.now().timestamp() * 1000)
     try:
         events = await account.provider.query(transport, account.config, ref, now_ms)

@@ -319,3 +319,36 @@ def test_each_retry_is_charged_to_the_shared_query_budget(redis_url: str) -> Non
         asyncio.run(scenario())
     finally:
         client.close()
+
+
+def test_a_retry_is_charged_after_its_turn_in_the_bucket() -> None:
+    """A retry waits its turn in the account's token bucket first and only then takes its unit
+    of the shared budget, right before it goes out (a unit taken before that wait could be
+    spent in a later window than it was taken in); a first attempt the caller `paced` goes out
+    without waiting in the bucket again."""
+    events: list[str] = []
+
+    class RecordingBucket(TokenBucket):
+        async def acquire(self) -> None:
+            events.append("bucket")
+            await super().acquire()
+
+    async def charge() -> bool:
+        events.append("charge")
+        return True
+
+    async def scenario() -> None:
+        answer = unavailable_twice()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            events.append("sent")
+            return await answer(request)
+
+        async with serve(handler) as (server, _):
+            http = QueryHttp(retry=FAST)
+            reply = await http.send(get(server), RecordingBucket(1000), charge, paced=True)
+            await http.close()
+        assert reply.status == 200
+
+    asyncio.run(scenario())
+    assert events == ["sent", "bucket", "charge", "sent", "bucket", "charge", "sent"]

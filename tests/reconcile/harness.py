@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,6 +78,8 @@ class MTPayState:
     )
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # wall-clock time.time() of each query
+    held_until: float = 0.0  # time.time() before which no query is answered
     busy: bool = False
     fail_with: str | None = None  # a statusCode every query is answered with
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,6 +107,9 @@ async def _order_query(request: web.Request) -> web.Response:
     state = request.app[MTPAY_STATE]
     with state.lock:
         state.queries.append(request.query.get("merchantOrderNo", ""))
+        state.arrivals.append(time.time())
+    if (held := state.held_until - time.time()) > 0:
+        await asyncio.sleep(held)
     if state.busy or state.fail_with is not None:
         code = "SYSTEM_BUSY" if state.busy else state.fail_with or ""
         body = wire.reply_error(code, "refused by the stand-in")

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 import redis
 
+from providers.http import QueryHttp, RetryPolicy
+from reconcile.breaker import Breaker
 from reconcile.budget import RateBudget, window
+from reconcile.due import DueOrder, claim_due
+from reconcile.poll import Answer, query_all
 from tests.reconcile.conftest import Recon
 
 
@@ -85,3 +91,41 @@ def test_a_take_that_would_come_too_late_is_refused_at_once(
     started = time.monotonic()
     assert asyncio.run(budget.acquire("opay/default", 1.0, until=clock.value + 0.4)) is False
     assert time.monotonic() - started < 0.4
+
+
+def test_queries_waiting_for_a_slot_hold_no_budget_and_never_burst(recon: Recon) -> None:
+    """Four processes poll one account while its provider holds every query for two seconds:
+    the queries waiting behind the held ones for a slot hold no unit of the shared budget, so
+    when the provider answers again they do not all go out at once on units taken while they
+    waited. Each budget window (a second of the wall clock) sees at most `rate` queries reach
+    the provider, give or take one taken at a window's very end and arriving in the next."""
+    rate, processes, per_process = 5, 4, 4
+    recon.rate = float(rate)
+    for n in range(processes * per_process):
+        recon.register(f"B{n}")
+        recon.mtpay.set(f"B{n}", "PENDING")
+    recon.clock.advance(seconds=901)
+    with recon.sessions.begin() as session:
+        due = claim_due(session, recon.clock(), limit=100, lease_s=600)
+    account = recon.account()
+
+    async def one_process(orders: list[DueOrder]) -> list[Answer]:
+        """One process's query round: its own slot, HTTP layer and token bucket."""
+        http = QueryHttp(retry=RetryPolicy(attempts=1))
+        ctx = replace(recon.ctx(concurrency=1), http=http)
+        try:
+            return await query_all(ctx, [(account, o) for o in orders],
+                                   Breaker(recon.redis, recon.prefix),
+                                   RateBudget(recon.redis, recon.prefix))
+        finally:
+            await http.close()
+
+    async def all_processes() -> list[list[Answer]]:
+        return await asyncio.gather(*(one_process(due[i::processes]) for i in range(processes)))
+
+    recon.mtpay.held_until = time.time() + 2.0
+    answers = [a for round_ in recon.run(all_processes()) for a in round_]
+    assert [a.error for a in answers] == [None] * processes * per_process
+    per_window = Counter(int(t) for t in recon.mtpay.arrivals)
+    assert sum(per_window.values()) == processes * per_process
+    assert max(per_window.values()) <= rate + 1, sorted(per_window.items())
