@@ -31,6 +31,7 @@ from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.context import PassContext
 from reconcile.due import DueOrder
+from reconcile.outage import RedisCalls, RedisDown
 
 log = structlog.get_logger(__name__)
 
@@ -74,12 +75,19 @@ async def query_all(
 
     One order's failure is its own answer, never the pass's: a Redis error (budget, breaker)
     is that order's transient failure, and every query is awaited, so none is left running on
-    the loop when the pass goes on, or ends."""
-    gate = asyncio.Semaphore(ctx.config.concurrency)
+    the loop when the pass goes on, or ends. Once Redis is found out of reach, though, the
+    orders not yet asked fail so at once (`RedisCalls`), not each after the client's retries;
+    the next pass tries Redis again."""
+    round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency), RedisCalls(), breaker, budget)
+    cut = 0
 
     async def one(account: Account, order: DueOrder) -> Answer:
+        nonlocal cut
         try:
-            return await _gated(ctx, gate, breaker, budget, account, order)
+            return await _gated(round_, account, order)
+        except RedisDown as exc:  # one line for them all, below
+            cut += 1
+            return Answer(order, error="transient", code=f"redis:{exc.cause}")
         except redis.RedisError as exc:
             # Not asked (or its answer is kept): never counted against the provider's breaker.
             log.warning("poll_redis_failed", order_id=order.id, account=account.key,
@@ -87,6 +95,8 @@ async def query_all(
             return Answer(order, error="transient", code=f"redis:{type(exc).__name__}")
 
     results = await asyncio.gather(*(one(a, o) for a, o in work), return_exceptions=True)
+    if round_.calls.down is not None:
+        log.warning("poll_redis_down", error=round_.calls.down, orders_cut=cut)
     answers: list[Answer] = []
     for (account, order), result in zip(work, results, strict=True):
         if isinstance(result, BaseException):  # a bug of ours: this order only, asked again
@@ -97,10 +107,19 @@ async def query_all(
     return answers
 
 
-async def _gated(
-    ctx: PassContext, gate: asyncio.Semaphore, breaker: Breaker, budget: RateBudget,
-    account: Account, order: DueOrder,
-) -> Answer:
+@dataclass
+class _Round:
+    """What the queries of one round share: the pass, the slots, the Redis calls and through
+    them the accounts' breakers and query budgets."""
+
+    ctx: PassContext
+    gate: asyncio.Semaphore
+    calls: RedisCalls
+    breaker: Breaker
+    budget: RateBudget
+
+
+async def _gated(round_: _Round, account: Account, order: DueOrder) -> Answer:
     """Query one order if its account's breaker and budget let it, within a `gate` slot.
 
     The budget's unit is taken in the slot, right before the query goes out: a unit taken
@@ -111,47 +130,54 @@ async def _gated(
     window gives the slot back until the window's end. Per-account gates would bound neither
     the pass's concurrency nor the time a unit is held."""
     key, rate = account.key, account.config.query_rate_per_s
-    if not await asyncio.to_thread(breaker.allow, key):
+    calls, breaker = round_.calls, round_.breaker
+    if not await calls.run(breaker.allow, key):
         return Answer(order, error="skipped", code="breaker_open")
-    pace = ctx.http.bucket(key, rate)
+    pace = round_.ctx.http.bucket(key, rate)
     while True:
         await pace.acquire()
-        async with gate:
-            if await asyncio.to_thread(breaker.state, key) is BreakerState.OPEN:
+        async with round_.gate:
+            if await calls.run(breaker.state, key) is BreakerState.OPEN:
                 return Answer(order, error="skipped", code="breaker_open")  # while it waited
-            wait = await asyncio.to_thread(budget.try_take, key, rate)
+            wait = await calls.run(round_.budget.try_take, key, rate)
             if wait == 0.0:
-                return await _asked(ctx, breaker, budget, account, order)
+                return await _asked(round_, account, order)
         await asyncio.sleep(wait)  # the window is spent: the slot is free until it ends
 
 
-async def _asked(
-    ctx: PassContext, breaker: Breaker, budget: RateBudget, account: Account, order: DueOrder
-) -> Answer:
+async def _asked(round_: _Round, account: Account, order: DueOrder) -> Answer:
     """The provider's answer about `order`, recorded on the breaker (in the caller's slot, so
     the next query sees a breaker this one opened)."""
-    answer = await _query(ctx, account, order, budget)
+    answer = await _query(round_, account, order)
     try:
-        await _record(breaker, account.key, answer)
+        await _record(round_, account.key, answer)
     except redis.RedisError as exc:  # the provider did answer: its answer is kept
         log.warning("breaker_record_failed", account=account.key, error=type(exc).__name__)
     return answer
 
 
-async def _record(breaker: Breaker, key: str, answer: Answer) -> None:
+async def _record(round_: _Round, key: str, answer: Answer) -> None:
+    calls, breaker = round_.calls, round_.breaker
     if answer.error == "transient":
-        if await asyncio.to_thread(breaker.record_failure, key):
+        if await calls.run(breaker.record_failure, key):
             log.warning("breaker_opened", account=key)
     elif answer.error is None or answer.error == "not_found":
-        await asyncio.to_thread(breaker.record_success, key)
+        await calls.run(breaker.record_success, key)
 
 
-async def _query(ctx: PassContext, account: Account, order: DueOrder,
-                 budget: RateBudget) -> Answer:
+async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
     key, rate = account.key, account.config.query_rate_per_s
-    transport = ctx.http.for_account(key, rate, lambda: budget.acquire(key, rate), paced=True)
-    now_ms = int(ctx.now().timestamp() * 1000)
+
+    async def charge_retry() -> bool:  # waited for in the query's slot, as its backoff is
+        while True:
+            wait = await round_.calls.run(round_.budget.try_take, key, rate)
+            if wait == 0.0:
+                return True
+            await asyncio.sleep(wait)
+
+    transport = round_.ctx.http.for_account(key, rate, charge_retry, paced=True)
+    now_ms = int(round_.ctx.now().timestamp() * 1000)
     try:
         events = await account.provider.query(transport, account.config, ref, now_ms)
     except QueryNotFound as exc:
@@ -164,6 +190,8 @@ async def _query(ctx: PassContext, account: Account, order: DueOrder,
         log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__,
                     code=exc.safe_code)
         return Answer(order, error="permanent", code=exc.safe_code)
+    except redis.RedisError:  # a retry's charge: Redis's failure, not the provider's answer
+        raise
     except Exception as exc:  # an adapter bug, this order only: it has no code but its class
         log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__)
         return Answer(order, error="permanent", code=type(exc).__name__)

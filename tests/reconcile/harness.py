@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -82,6 +82,8 @@ class MTPayState:
     held_until: float = 0.0  # time.time() before which no query is answered
     busy: bool = False
     fail_with: str | None = None  # a statusCode every query is answered with
+    unavailable: bool = False  # every query is answered HTTP 503 (the HTTP layer retries it)
+    on_query: Callable[[], None] | None = None  # run as each query arrives
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def set(self, merchant_order_no: str, status: str, amount: str = "100.00") -> None:
@@ -108,8 +110,12 @@ async def _order_query(request: web.Request) -> web.Response:
     with state.lock:
         state.queries.append(request.query.get("merchantOrderNo", ""))
         state.arrivals.append(time.time())
+    if state.on_query is not None:
+        state.on_query()
     if (held := state.held_until - time.time()) > 0:
         await asyncio.sleep(held)
+    if state.unavailable:
+        return web.Response(status=503)
     if state.busy or state.fail_with is not None:
         code = "SYSTEM_BUSY" if state.busy else state.fail_with or ""
         body = wire.reply_error(code, "refused by the stand-in")

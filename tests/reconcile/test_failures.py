@@ -4,22 +4,27 @@ order's or account's failure is its own, never the pass's."""
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from structlog.testing import capture_logs
 
 from ledger.orders import OrderSpec, register_order
 from ledger.status import Kind
 from payhook.accounts import Accounts
+from providers.http import QueryHttp, RetryPolicy
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
-from reconcile.due import claim_due
+from reconcile.due import DueOrder, claim_due
 from reconcile.poll import query_all
 from reconcile.runner import run_pass
-from tests.reconcile.conftest import Recon
+from tests.reconcile.conftest import T0, Recon
 
 
 def test_a_permanent_query_error_reports_the_providers_code_made_printable(
@@ -88,3 +93,87 @@ def test_one_accounts_redis_failure_is_that_accounts_not_the_passs(recon: Recon)
     order = recon.order("RX1")
     assert (order.status, order.next_poll_at) == ("pending", spec.next_poll_at)
     assert recon.mtpay.count("RX1") == 0
+
+
+def _due(number: str, account: str = "default") -> DueOrder:
+    """A claimed order as the query round sees it (the round reads no database)."""
+    return DueOrder(int(number[2:]), "mtpay", account, number, None, Kind.PAYMENT.value, 10000,
+                    "CNY", T0, 0)
+
+
+def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Recon) -> None:
+    """Once a Redis call of the round has failed to reach Redis, every order not yet asked
+    fails transient at once, without calling Redis (each call pays the client's retries,
+    seconds, so a round of a hundred orders took minutes): with the round's Redis calls on one
+    thread, one call of twenty orders' reaches Redis. One summary line names the outage."""
+    tries = 0
+
+    class Counting(redis.Connection):
+        """A real connection that counts its tries to connect."""
+
+        def connect(self) -> None:
+            nonlocal tries
+            tries += 1
+            super().connect()
+
+    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
+                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
+    dead = redis.Redis(connection_pool=pool)
+    with pytest.raises(redis.ConnectionError):
+        dead.get("one call")
+    per_call, tries = tries, 0
+    work = [(recon.account(), _due(f"RD{n}")) for n in range(20)]
+    recon.loop.set_default_executor(ThreadPoolExecutor(1))
+    try:
+        with capture_logs() as logs:
+            answers = recon.run(query_all(recon.ctx(), work, Breaker(dead, recon.prefix),
+                                          RateBudget(dead, recon.prefix)))
+    finally:
+        dead.close()
+    assert [(a.error, a.code) for a in answers] == [("transient", "redis:ConnectionError")] * 20
+    assert tries == per_call
+    assert [(e["event"], e.get("orders_cut")) for e in logs if "redis" in e["event"]] == [
+        ("poll_redis_failed", None), ("poll_redis_down", 19)]
+    assert recon.mtpay.count() == 0
+
+
+def test_a_redis_error_about_one_key_fails_that_account_not_the_round(recon: Recon) -> None:
+    """An error about one key (here an account's breaker key holds a list) is that account's
+    orders' transient failure; it does not cut the round's Redis calls, and the other
+    account's orders, asked after them, are answered."""
+    recon.redis.rpush(f"{recon.prefix}:breaker:mtpay/second:fails", "not a count")
+    second = replace(recon.account(), name="second")
+    work = [(second, _due(f"RW{n}", "second")) for n in range(3)]
+    for n in range(3, 6):
+        recon.mtpay.set(f"RW{n}", "SUCCESS")
+        work.append((recon.account(), _due(f"RW{n}")))
+    answers = recon.run(query_all(recon.ctx(concurrency=1), work,
+                                  Breaker(recon.redis, recon.prefix),
+                                  RateBudget(recon.redis, recon.prefix)))
+    assert [(a.error, a.code) for a in answers] == [("transient", "redis:ResponseError")] * 3 + [
+        (None, "")] * 3
+    assert recon.mtpay.count() == 3
+
+
+def test_a_redis_error_charging_a_retry_is_a_redis_failure_not_the_providers(
+    recon: Recon,
+) -> None:
+    """A Redis error while a retry is charged to the budget (here the budget's keys turn into
+    lists once the query is sent) ends the order transient as Redis's failure, where it was
+    taken for an adapter bug: a `permanent` answer, counted as an attempt."""
+    recon.mtpay.unavailable = True
+
+    def budget_keys_become_lists() -> None:
+        now = int(time.time())
+        for slot in range(now - 1, now + 30):
+            key = RateBudget(recon.redis, recon.prefix).key("mtpay/default", slot)
+            recon.redis.delete(key)
+            recon.redis.rpush(key, "not a count")
+
+    recon.mtpay.on_query = budget_keys_become_lists
+    recon.http = QueryHttp(retry=RetryPolicy(attempts=2, backoff_base_s=0.01))
+    work = [(recon.account(), _due("RR1"))]
+    (answer,) = recon.run(query_all(recon.ctx(), work, Breaker(recon.redis, recon.prefix),
+                                    RateBudget(recon.redis, recon.prefix)))
+    assert (answer.error, answer.code) == ("transient", "redis:ResponseError")
+    assert recon.mtpay.count("RR1") == 1
