@@ -152,6 +152,12 @@ async def _ask(
         # The code is the provider's text: only printable ASCII of it reaches the reason column
         # (a NUL in it would fail the batch's shared write, and so every neighbour's).
         return f"query:{type(exc).__name__}:{exc.safe_code}"[:64]
+    except redis.RedisError as exc:
+        # A retry's charge to the budget, after the provider was asked: the attempt counts, but
+        # it is Redis that failed, not the adapter.
+        log.warning("query_budget_unavailable", account=account.key,
+                    order=ref.merchant_order_no, error=type(exc).__name__, charging="retry")
+        return f"query:redis:{type(exc).__name__}"[:64]
     except Exception as exc:  # an adapter bug: these callbacks' attempt only, never the batch
         log.exception("query_adapter_error", account=account.key, order=ref.merchant_order_no)
         return f"query:{type(exc).__name__}"[:64]
