@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from providers.base import BackoffSchedule
+from providers.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
 
@@ -80,6 +82,35 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read `.env` into the environment (without overriding it), then the settings."""
+    """Read `.env` into the environment (without overriding it), then the settings. A value
+    that is not valid raises `ConfigError` naming its variable, never its value."""
     load_dotenv(Path.cwd() / ".env", override=False)
-    return Settings()
+    try:
+        return Settings()
+    # `from None`: pydantic's own error holds each bad value (`input`), and the value of
+    # PAYHOOK_API_TOKEN or of a URL with a password in it must reach no log nor traceback.
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    except SettingsError as exc:  # a list variable (PAYHOOK_RECONCILE_BACKOFF_S) not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = _variable(field.group(1)) if field else "a PAYHOOK_* variable"
+        raise ConfigError(f"{name}: not a valid JSON value") from None
+
+
+def _variable(field: str) -> str:
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each error as `PAYHOOK_NAME: reason` (the item of a list variable as `NAME[i]`); a
+    check across fields names its variables itself. pydantic's reasons quote no input."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = error["loc"]
+        reason = error["msg"].removeprefix("Value error, ")
+        if not loc:
+            problems.append(reason)
+            continue
+        items = "".join(f"[{part}]" for part in loc[1:] if isinstance(part, int))
+        problems.append(f"{_variable(str(loc[0]))}{items}: {reason}")
+    return "; ".join(problems)

@@ -17,12 +17,12 @@ app = Celery("payhook", include=["workers.tasks"])
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    settings = load_settings()
     try:
-        config = celery_config(settings)
+        config = celery_config(load_settings())
     except ConfigError as exc:
         # Celery logs what a signal handler raises and carries on with its defaults: a worker
-        # or Flower on RabbitMQ's localhost, looking healthy, seeing nothing. Exit instead.
+        # or Flower on RabbitMQ's localhost, looking healthy, seeing nothing. Exit instead,
+        # for a missing Redis URL as for a value that is not valid (PAYHOOK_SWEEP_INTERVAL_S=0).
         print(f"payhook: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     sender.conf.update(config)

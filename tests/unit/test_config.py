@@ -223,22 +223,43 @@ def test_a_process_without_a_redis_url_refuses_to_start(
     assert "PAYHOOK_REDIS_URL is not set" in capsys.readouterr().err
 
 
-def test_celery_on_the_payhook_app_without_a_redis_url_exits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+BROKER = {"PAYHOOK_REDIS_URL": "redis://127.0.0.1:1/0"}  # found; never reached
+
+
+@pytest.mark.parametrize(
+    ("command", "variables", "message"),
+    [
+        ("worker", {}, "PAYHOOK_REDIS_URL is not set"),
+        ("worker", {**BROKER, "PAYHOOK_SWEEP_INTERVAL_S": "0"},
+         "PAYHOOK_SWEEP_INTERVAL_S: Input should be greater than 0"),
+        ("report", {**BROKER, "PAYHOOK_SWEEP_INTERVAL_S": "0"},
+         "PAYHOOK_SWEEP_INTERVAL_S: Input should be greater than 0"),
+        ("report", {**BROKER, "PAYHOOK_TASK_TIME_LIMIT_S": "600"},
+         "PAYHOOK_TASK_TIME_LIMIT_S (600) must be below"),
+    ],
+    ids=["no_redis_url", "worker_bad_value", "report_bad_value", "report_time_limit"],
+)
+def test_celery_on_the_payhook_app_with_a_bad_configuration_exits(
+    tmp_path: Path, command: str, variables: dict[str, str], message: str
 ) -> None:
     """`celery -A workers.app …` (Flower, a worker started by hand) exits 2 without
-    PAYHOOK_REDIS_URL. Celery would log the configuration error and go on with its own default
-    broker, RabbitMQ on localhost: a worker that looks ready and never sees a callback."""
-    env = {k: v for k, v in os.environ.items() if k != "PAYHOOK_REDIS_URL"}
+    PAYHOOK_REDIS_URL, or with a value that is not valid, naming the variable. Celery would log
+    the error and go on with its own defaults (RabbitMQ on localhost, the queue `celery`, no
+    late acks): a Flower that looks ready and never sees a task. (`report` prints the settings
+    Celery runs with, as Flower would use them, without a worker's start-up around it.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")}
     env["PAYHOOK_CONFIG"] = str(write(tmp_path, OTG))
     env["TEST_OTG_SECRET"] = "s3cret"
+    env.update(variables)
+    argv = ["worker", "--pool=solo"] if command == "worker" else [command]
     done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool=solo"],
+        [sys.executable, "-m", "celery", "-A", "workers.app", *argv],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "PAYHOOK_REDIS_URL is not set" in done.stderr
-    assert "amqp://" not in done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"payhook: configuration error: {message}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "amqp" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("pool", [["--pool=threads"], ["-P", "gevent"], ["--pool", "eventlet"],

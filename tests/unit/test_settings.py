@@ -1,0 +1,48 @@
+"""A `PAYHOOK_*` value that is not valid stops the command at start-up, naming the variable and
+never echoing a value."""
+
+from __future__ import annotations
+
+import pytest
+
+from payhook.cli import main
+from payhook.settings import load_settings
+from providers.errors import ConfigError
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"PAYHOOK_MAX_BODY": SECRET}, "PAYHOOK_MAX_BODY: Input should be a valid integer"),
+        ({"PAYHOOK_LOG_FORMAT": SECRET}, "PAYHOOK_LOG_FORMAT: Input should be 'json'"),
+        ({"PAYHOOK_SWEEP_INTERVAL_S": "0"}, "PAYHOOK_SWEEP_INTERVAL_S: Input should be greater"),
+        ({"PAYHOOK_RECONCILE_BACKOFF_S": "[300, -1]"}, "PAYHOOK_RECONCILE_BACKOFF_S[1]: Input"),
+        ({"PAYHOOK_RECONCILE_BACKOFF_S": SECRET}, "PAYHOOK_RECONCILE_BACKOFF_S: not a valid JSON"),
+        ({"PAYHOOK_TASK_TIME_LIMIT_S": "600"}, "PAYHOOK_TASK_TIME_LIMIT_S (600) must be below "
+                                               "PAYHOOK_VISIBILITY_TIMEOUT_S (600)"),
+    ],
+    ids=["not_an_int", "log_format", "zero_interval",
+         "backoff_item", "backoff_not_json", "time_limit_over_visibility"],
+)
+def test_a_bad_value_stops_the_command_naming_its_variable_not_any_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str], message: str,
+) -> None:
+    """`payhook <command>` with a bad value exits 2 with one line naming the variable (not the
+    settings field), no traceback, and no value: neither the bad one, which may be a secret
+    pasted into the wrong variable, nor the token or a URL's password set beside it."""
+    monkeypatch.setenv("PAYHOOK_API_TOKEN", SECRET)
+    monkeypatch.setenv("PAYHOOK_REDIS_URL", f"redis://:{SECRET}@127.0.0.1:1/0")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"payhook: configuration error: {message}"), err
+    assert "Traceback" not in err
+    assert SECRET not in err
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.__cause__ is None  # pydantic's error, which holds the values, is dropped
+    assert caught.value.__suppress_context__
