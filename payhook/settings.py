@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dotenv import load_dotenv
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -14,6 +14,7 @@ from providers.base import BackoffSchedule
 from providers.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 
 class Settings(BaseSettings):
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     config: Path = Path("payhook.toml")
     api_token: SecretStr | None = None
     log_format: Literal["json", "console"] | None = None
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     max_body: int = Field(default=65536, gt=0)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
         """An empty PAYHOOK_API_TOKEN is no token (the API answers 503, disabled), not a token
         nobody can send (401 for ever: HTTP strips the space "Bearer " would end with)."""
         return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: Any) -> Any:
+        """Any case, as the logging module's names: `info`, `Warning`; WARN and FATAL too."""
+        if not isinstance(value, str):
+            return value
+        name = value.strip().upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name)
 
     @property
     def confirm_wait_limit_s(self) -> float:

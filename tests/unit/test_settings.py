@@ -1,12 +1,12 @@
 """A `PAYHOOK_*` value that is not valid stops the command at start-up, naming the variable and
-never echoing a value."""
+never echoing a value; the log level is among the values checked."""
 
 from __future__ import annotations
 
 import pytest
 
 from payhook.cli import main
-from payhook.settings import load_settings
+from payhook.settings import Settings, load_settings
 from providers.errors import ConfigError
 
 SECRET = "hunter2-s3cret"
@@ -16,6 +16,7 @@ SECRET = "hunter2-s3cret"
     ("variables", "message"),
     [
         ({"PAYHOOK_MAX_BODY": SECRET}, "PAYHOOK_MAX_BODY: Input should be a valid integer"),
+        ({"PAYHOOK_LOG_LEVEL": SECRET}, "PAYHOOK_LOG_LEVEL: Input should be 'CRITICAL'"),
         ({"PAYHOOK_LOG_FORMAT": SECRET}, "PAYHOOK_LOG_FORMAT: Input should be 'json'"),
         ({"PAYHOOK_SWEEP_INTERVAL_S": "0"}, "PAYHOOK_SWEEP_INTERVAL_S: Input should be greater"),
         ({"PAYHOOK_RECONCILE_BACKOFF_S": "[300, -1]"}, "PAYHOOK_RECONCILE_BACKOFF_S[1]: Input"),
@@ -23,7 +24,7 @@ SECRET = "hunter2-s3cret"
         ({"PAYHOOK_TASK_TIME_LIMIT_S": "600"}, "PAYHOOK_TASK_TIME_LIMIT_S (600) must be below "
                                                "PAYHOOK_VISIBILITY_TIMEOUT_S (600)"),
     ],
-    ids=["not_an_int", "log_format", "zero_interval",
+    ids=["not_an_int", "log_level", "log_format", "zero_interval",
          "backoff_item", "backoff_not_json", "time_limit_over_visibility"],
 )
 def test_a_bad_value_stops_the_command_naming_its_variable_not_any_value(
@@ -46,3 +47,13 @@ def test_a_bad_value_stops_the_command_naming_its_variable_not_any_value(
         load_settings()
     assert caught.value.__cause__ is None  # pydantic's error, which holds the values, is dropped
     assert caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), (" Info ", "INFO"),
+                                              ("warn", "WARNING"), ("ERROR", "ERROR")])
+def test_a_log_level_is_taken_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str,
+                                          level: str) -> None:
+    """PAYHOOK_LOG_LEVEL takes the logging module's level names in any case (and its aliases
+    WARN and FATAL), normalised to the name logging knows."""
+    monkeypatch.setenv("PAYHOOK_LOG_LEVEL", value)
+    assert Settings().log_level == level
