@@ -14,6 +14,14 @@ from providers.base import BackoffSchedule
 from providers.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./.payhook/payhook.db"
+# What the receiver's inbox holds at most of bodies and headers waiting for their commit; past
+# it a request is refused (503). The default `max_pending_bytes` of ingest/inbox.py (64 MiB),
+# which a test holds equal.
+INBOX_PENDING_BYTES = 64 * 1024 * 1024
+# The largest PAYHOOK_MAX_BODY: half the inbox bound, so a body within the limit fits it with
+# its headers (aiohttp takes at most 128, of 8 KiB name and value), alone or not. A larger body
+# would be refused (503) at every try, and its provider retry it for ever.
+MAX_BODY_LIMIT = INBOX_PENDING_BYTES // 2
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 
@@ -28,7 +36,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     log_format: Literal["json", "console"] | None = None
     log_level: LogLevel = "INFO"
-    max_body: int = Field(default=65536, gt=0)
+    max_body: int = Field(default=65536, gt=0, le=MAX_BODY_LIMIT)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=30.0, gt=0)
     # A callback still not final this long after receipt (or after its last enqueue) is re-sent.
