@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from ledger.models import Callback, Journal, Order, OrderEvent, Payment, Posting
 from ledger.money import format_minor
@@ -91,11 +91,19 @@ def callback_summary(cb: Callback) -> dict[str, Any]:
     }
 
 
+_SUMMARY_COLUMNS = (
+    Callback.id, Callback.provider, Callback.account, Callback.state, Callback.reason,
+    Callback.received_at, Callback.processed_at, Callback.attempts, Callback.merchant_order_no,
+)
+
+
 def list_callbacks(
     session: Session, *, state: str | None, provider: str | None, limit: int
 ) -> list[dict[str, Any]]:
     """Stored callbacks, newest first."""
-    stmt = select(Callback)
+    # The summary's columns only: a body may be 64 KiB and a listing 1000 rows. raiseload: a
+    # summary that read another column would fail here, not send a query per row.
+    stmt = select(Callback).options(load_only(*_SUMMARY_COLUMNS, raiseload=True))
     if state:
         stmt = stmt.where(Callback.state == state)
     if provider:
