@@ -6,7 +6,9 @@ task time limit, by which time it has ended or its worker is gone: a copy sent s
 find the attempt running and leave the callback to it, so it would only cost a task.
 
 Safe with several beat instances or sweeps at once: rows are claimed with FOR UPDATE SKIP
-LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway.
+LOCKED (PostgreSQL) and stamped `enqueued_at`, and processing is idempotent anyway. The stamp is
+committed before sending, so no lock is held while the broker is slow; what a sweep then fails
+to send has its stamp taken back, and the next sweep sends it.
 """
 
 from __future__ import annotations
@@ -54,10 +56,27 @@ def sweep(rt: Runtime, enqueue: Callable[[list[int]], object]) -> int:
         try:
             enqueue(chunk)
             sent += len(chunk)
-        except Exception as exc:  # broker down: the next sweep finds them again
-            log.warning("sweep_enqueue_failed", error=str(exc)[:200], ids=len(chunk))
+        except Exception as exc:  # broker down: the next sweep sends the rest
+            log.warning("sweep_enqueue_failed", error=str(exc)[:200], ids=len(ids) - start)
+            _unstamp(rt, ids[start:], now)
             break
     if ids:
         log.info("sweep", overdue=len(ids), enqueued=sent)
     return sent
+
+
+def _unstamp(rt: Runtime, ids: list[int], stamp: datetime) -> None:
+    """Take back this sweep's stamp from callbacks it claimed but did not send: stamped, they
+    would wait a whole `sweep_after_s` more. Only where the stamp is still this sweep's, so a
+    replay or a retry scheduled since keeps its own. NULL is overdue as their earlier stamp
+    was (the sweep took them as overdue), the only thing `enqueued_at` is read for."""
+    try:
+        with rt.sessions.begin() as session:
+            session.execute(
+                update(Callback)
+                .where(Callback.id.in_(ids), Callback.enqueued_at == stamp)
+                .values(enqueued_at=None)
+            )
+    except Exception as exc:  # database down too: they wait out `sweep_after_s`, as before
+        log.warning("sweep_unstamp_failed", error=str(exc)[:200], ids=len(ids))
 
