@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import structlog
 
@@ -18,9 +19,12 @@ _SECRET_KEY = re.compile(
     r"|signature|^sign$|aeskey|aesiv|cookie|partnerkey|^key$)"
 )
 MASK = "***"
-# A JSON member with a string or number value, at any depth of the text; the name is group 1,
-# the value group 2.
-_JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)')
+_BOM = "\ufeff"
+# A JSON string token (lenient: an escaped line break passes), then what makes it a member name.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_COLON = re.compile(r"\s*:\s*")
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_SCALAR_END = re.compile(r"[\s,\]}]")
 # A form field (`a=1&b=2`): the name is group 2, the value group 3.
 _FORM_FIELD = re.compile(r"(^|&)([^=&]*)=([^&]*)")
 
@@ -32,20 +36,102 @@ def is_secret(name: str) -> bool:
 
 
 def mask_text(text: str) -> str:
-    """`text` (a callback body) with the value of every secret-named JSON member or form field
-    masked, and every other byte of it as it was: what an operator may read of a raw body."""
+    """`text` (a callback body) with the value of every secret-named JSON member (whatever its
+    type, at any depth, its name spelled with escapes or not) or form field masked, and every
+    other byte as it was: what an operator may read of a raw body.
 
-    def member(m: re.Match[str]) -> str:
-        if not is_secret(m.group(1)):
-            return m.group(0)
-        return m.group(0)[: m.start(2) - m.start(0)] + f'"{MASK}"'
+    Why not parse and re-serialise: the text is the evidence of what a provider sent, read to
+    find why a signature failed: spacing, escapes (`\\/`, `\\u00e9`), number spellings
+    (`300.00`), key order and repeated keys would all change. The members are found by a scan
+    of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
+    lost, its secrets masked) should the scan have missed a secret-named member anywhere."""
+    bom = _BOM if text.startswith(_BOM) else ""  # Windows tools write one; JSON all the same
+    body = text[len(bom):]
+    if not body.lstrip().startswith(("{", "[")):
+        return bom + _FORM_FIELD.sub(_mask_field, body)
+    masked = _mask_members(body)
+    try:
+        if not _leaks(masked):
+            return bom + masked
+    except (ValueError, RecursionError):
+        pass  # not JSON: the body was not either, or the scan broke it
+    try:
+        tree = json.loads(body, object_pairs_hook=_masked_object)
+    except (ValueError, RecursionError):  # JSON-like, not JSON (truncated, say): the scan it is
+        return bom + masked
+    return bom + json.dumps(tree, ensure_ascii=False)
 
-    def field(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{m.group(2)}={MASK}" if is_secret(m.group(2)) else m.group(0)
 
-    if text.lstrip().startswith(("{", "[")):
-        return _JSON_MEMBER.sub(member, text)
-    return _FORM_FIELD.sub(field, text)
+def _mask_field(m: re.Match[str]) -> str:
+    name = unquote_plus(m.group(2))
+    return f"{m.group(1)}{m.group(2)}={MASK}" if is_secret(name) else m.group(0)
+
+
+def _mask_members(text: str) -> str:
+    """Replace the value of each member whose decoded name is secret with `"***"`; a lenient
+    scan, for JSON and for text that only looks like it."""
+    out: list[str] = []
+    kept = i = 0
+    while (i := text.find('"', i)) >= 0:
+        token = _STRING.match(text, i)
+        if token is None:  # an unterminated string: no member after it
+            break
+        i = token.end()
+        colon = _COLON.match(text, i)
+        if colon is None or not is_secret(_name(token.group())):
+            continue  # a value, or a member whose value is scanned on
+        start = colon.end()
+        out += [text[kept:start], f'"{MASK}"']
+        kept = i = _value_end(text, start)
+    return "".join(out) + text[kept:]
+
+
+def _name(token: str) -> str:
+    try:
+        return str(json.loads(token))  # `"client\\u0041uthKey"` is clientAuthKey
+    except ValueError:
+        return token[1:-1]
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value starting at `start` ends: a string, a whole array or object (brackets
+    counted outside strings), or a scalar; the end of the text if it never does."""
+    if text.startswith('"', start):
+        token = _STRING.match(text, start)
+        return token.end() if token else len(text)
+    if not text.startswith(("[", "{"), start):
+        end = _SCALAR_END.search(text, start)
+        return end.start() if end else len(text)
+    depth, i = 0, start
+    while (found := _STRUCTURE.search(text, i)) is not None:
+        char, i = found.group(), found.end()
+        if char == '"':
+            token = _STRING.match(text, found.start())
+            if token is None:
+                break
+            i = token.end()
+        elif char in "[{":
+            depth += 1
+        elif (depth := depth - 1) == 0:
+            return i
+    return len(text)
+
+
+def _leaks(masked: str) -> bool:
+    """Whether the JSON text `masked` still has a secret-named member not masked; the check
+    runs inside the parser, so a deep body costs no recursion of ours."""
+    leaked = False
+
+    def check(members: list[tuple[str, Any]]) -> None:
+        nonlocal leaked
+        leaked = leaked or any(is_secret(name) and value != MASK for name, value in members)
+
+    json.loads(masked, object_pairs_hook=check)
+    return leaked
+
+
+def _masked_object(members: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {name: MASK if is_secret(name) else value for name, value in members}
 
 
 def mask_url(url: str) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from decimal import Decimal
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
+import payhook.logs
 from ledger.apply import EventError, Incoming, check_fields
 from ledger.money import format_minor, to_minor
 from ledger.status import Kind, Outcome, Status, decide
-from payhook.logs import MASK, mask_text, redact
+from payhook.logs import MASK, is_secret, mask_text, redact
 
 S = Status
 
@@ -90,18 +94,75 @@ def test_redaction_masks_secrets_at_any_depth() -> None:
     assert event["order"] == "M1"
 
 
-def test_body_masking_hides_secret_fields_and_keeps_every_other_byte() -> None:
-    """A raw body as the API shows it: secret-named JSON members (at any depth, string or
-    number) and form fields are masked; the rest of the text, spacing and numbers included, is
-    exactly as received."""
-    body = ('{"clientAuthKey":"11a9fe","version":"V1.0.1","data": {"sign" : "ab\\"c",'
-            ' "amount":300.00, "partner_key":1234567890, "orderNo":"M1"}}')
-    assert mask_text(body) == (
-        '{"clientAuthKey":"***","version":"V1.0.1","data": {"sign" : "***",'
-        ' "amount":300.00, "partner_key":"***", "orderNo":"M1"}}')
-    assert mask_text("a=1&partner_key=xyz&token=&b=2") == "a=1&partner_key=***&token=***&b=2"
-    assert mask_text("YOSIRZqt+/EQ==") == "YOSIRZqt+/EQ=="  # ciphertext: nothing named in it
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"clientAuthKey":"11a9fe","version":"V1.0.1","data": {"sign" : "ab\\"c",'
+         ' "amount":300.00, "partner_key":1234567890, "orderNo":"M1"}}',
+         '{"clientAuthKey":"***","version":"V1.0.1","data": {"sign" : "***",'
+         ' "amount":300.00, "partner_key":"***", "orderNo":"M1"}}'),
+        ("a=1&partner_key=xyz&token=&b=2", "a=1&partner_key=***&token=***&b=2"),
+        ("YOSIRZqt+/EQ==", "YOSIRZqt+/EQ=="),  # ciphertext: nothing named in it
+        ('\ufeff{"clientAuthKey":"11a9fe","n":1}', '\ufeff{"clientAuthKey":"***","n":1}'),
+        ('{"client\\u0041uthKey":"11a9fe","n":"\\u00e9\\/"}',
+         '{"client\\u0041uthKey":"***","n":"\\u00e9\\/"}'),
+        ('{"token": ["t1", {"k": "t2"}], "n": 1}', '{"token": "***", "n": 1}'),
+        ('{"secret": {"a": "s1", "b": [1, "}"]}, "n": [{"sign": true}]}',
+         '{"secret": "***", "n": [{"sign": "***"}]}'),
+        ('{"sign":"a","sign":"b","x":-1.5e3}', '{"sign":"***","sign":"***","x":-1.5e3}'),
+        ('{"data": {"token": [1, 2', '{"data": {"token": "***"'),  # truncated: scanned all the same
+        ('{"a": "x", "client\\u0041uthKey": {"v": "s"}} trailing',
+         '{"a": "x", "client\\u0041uthKey": "***"} trailing'),
+        ("\ufeffsign=abc&n=1", "\ufeffsign=***&n=1"),
+        ("client%41uthKey=abc&n=1", "client%41uthKey=***&n=1"),
+        ("[" * 5000 + '{"token": "t"}' + "]" * 5000, "[" * 5000 + '{"token": "***"}' + "]" * 5000),
+    ],
+    ids=["json", "form", "ciphertext", "bom", "escaped_name", "array_value", "object_value",
+         "repeated_name", "truncated_json", "json_then_garbage", "form_bom", "form_escaped_name",
+         "deeper_than_a_parse"],
+)
+def test_body_masking_hides_secret_values_and_keeps_every_other_byte(body: str,
+                                                                     shown: str) -> None:
+    """A raw body as the API shows it: every secret-named JSON member (at any depth, whatever
+    its value, its name spelled with escapes, after a byte-order mark, in text that only looks
+    like JSON) and form field is masked; the rest of the text, spacing, escapes and numbers
+    included, is exactly as received."""
+    assert mask_text(body) == shown
 
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(
+    allow_nan=False, allow_infinity=False)
+_NAMES = st.sampled_from(["sign", "token", "clientAuthKey", "amount", "data", "n"]) | st.text(
+    max_size=6)
+_TREES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    _NAMES, inner, max_size=4), max_leaves=20)
+
+
+def _masked(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: MASK if is_secret(k) else _masked(v) for k, v in node.items()}
+    return [_masked(v) for v in node] if isinstance(node, list) else node
+
+
+@given(tree=_TREES, ascii_only=st.booleans(), indent=st.none() | st.integers(0, 2),
+       separators=st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : ")]))
+def test_body_masking_matches_masking_the_parsed_document(
+    tree: object, ascii_only: bool, indent: int | None, separators: tuple[str, str],
+) -> None:
+    """Whatever the document and however it is written, the masked text is the document with
+    each secret-named member's value replaced by "***", written the same way."""
+    def write(doc: object) -> str:
+        return json.dumps(doc, ensure_ascii=ascii_only, indent=indent, separators=separators)
+
+    assert mask_text(write(tree)) == write(_masked(tree))
+
+
+def test_body_masking_falls_back_to_the_parsed_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the scan of the text miss a secret, a JSON body is shown re-serialised from its
+    parsed form with every secret-named member masked, never with the secret."""
+    monkeypatch.setattr(payhook.logs, "_mask_members", lambda text: text)
+    assert mask_text('{"n": 300, "data": {"token": ["t1"]}}') == (
+        '{"n": 300, "data": {"token": "***"}}')
 
 
 def test_the_ledger_refuses_a_negative_amount_whatever_the_adapter_let_through() -> None:
