@@ -145,13 +145,19 @@ def mask_url(url: str) -> str:
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask the value of any field whose name says it is a secret, at any depth of dicts."""
+    """Mask the value of any field whose name says it is a secret, at any depth of dicts and
+    of the lists and tuples in them."""
     for key, value in list(event.items()):
-        if is_secret(key):
-            event[key] = MASK
-        elif isinstance(value, dict):
-            event[key] = redact(None, "", dict(value))
+        event[key] = MASK if is_secret(key) else _redacted(value)
     return event
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return redact(None, "", dict(value))
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def configure(fmt: str | None = None, level: str = "INFO") -> None:

@@ -94,6 +94,14 @@ def test_redaction_masks_secrets_at_any_depth() -> None:
     assert event["order"] == "M1"
 
 
+def test_redaction_masks_secrets_inside_lists() -> None:
+    """A list (or tuple) of mappings is walked too: each secret-named member is masked."""
+    event = redact(None, "", {"accounts": [{"secret_key": "s", "name": "a"}, "plain"],
+                              "pairs": ({"token": "t"},)})
+    assert event["accounts"] == [{"secret_key": MASK, "name": "a"}, "plain"]
+    assert event["pairs"] == [{"token": MASK}]
+
+
 @pytest.mark.parametrize(
     ("body", "shown"),
     [
