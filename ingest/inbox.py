@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 
 from ingest.backlog import Backlog
 from ingest.stores import PgStore, Received, Store, ThreadStore
+from payhook.settings import INBOX_PENDING_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,7 @@ class Inbox:
         writers: int = 3,
         on_timing: Callable[[float, int], None] | None = None,
         write_timeout_s: float = 10.0,
-        max_pending_bytes: int = 64 * 1024 * 1024,
+        max_pending_bytes: int = INBOX_PENDING_BYTES,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
