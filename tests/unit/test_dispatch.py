@@ -1,12 +1,15 @@
 """The dispatcher against a Redis that hangs: what it holds stays bounded, and what it drops
-is still the sweeper's to send (rows in the session's real database)."""
+is still the sweeper's to send (rows in a fresh database of the session's kind)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import redis
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
@@ -21,6 +24,7 @@ from ledger.models import Callback
 from payhook.accounts import Accounts
 from payhook.broker import AsyncPublisher
 from payhook.settings import Settings
+from tests.harness import fresh_database
 from workers.runtime import Runtime
 from workers.sweeper import sweep
 
@@ -29,8 +33,8 @@ BATCH = 64
 
 
 def _commit(database_url: str, count: int) -> list[int]:
-    """`count` callbacks committed through a real inbox, received long ago (so the sweeper,
-    oldest first, reaches them before any other test's); their ids."""
+    """`count` callbacks committed through a real inbox, received long ago (overdue for the
+    sweeper); their ids."""
     inbox = Inbox(make_engine(database_url), lambda ids: None)
     long_ago = datetime(2000, 1, 1, tzinfo=UTC)
     items = [Received("opay", "default", long_ago, None, "[]", b"dispatch-%d" % n)
@@ -51,13 +55,23 @@ def _sample(registry: CollectorRegistry, reason: str) -> float:
     return value or 0.0
 
 
+@pytest.fixture
+def own_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a stack another test left running (its sweeper and worker) would
+    otherwise take these overdue rows and process them."""
+    url, drop = fresh_database(database_url, tmp_path)
+    yield url
+    drop()
+
+
 def test_while_redis_hangs_the_backlog_stays_bounded_and_the_sweeper_gets_what_it_dropped(
-    database_url: str,
+    own_database: str,
 ) -> None:
     """Redis accepts the connection and never answers: the first push waits out the publish
     timeout while callbacks keep being committed. The dispatcher holds at most `max_backlog`
     ids; the rest, and the failed batch, are dropped, counted, logged and exposed by reason,
     never marked enqueued, and the sweeper's own selection takes every one of them."""
+    database_url = own_database
     ids = _commit(database_url, 1564)
     metrics = ReceiverMetrics()
     with socket.create_server(("127.0.0.1", 0)) as listener, capture_logs() as logs:
