@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import redis
 
@@ -51,13 +51,15 @@ class RateBudget:
         return max((slot + 1) * length - now, 0.001)
 
     async def acquire(
-        self, account_key: str, rate_per_s: float, until: float | None = None
+        self, account_key: str, rate_per_s: float, until: float | None = None,
+        run: Callable[..., Awaitable[float]] = asyncio.to_thread,
     ) -> bool:
         """Wait (sleeping, never spinning) until a query of `account_key` is within budget:
         True once granted; False, without waiting in vain, if that would be after `until`
-        (a time on this budget's clock)."""
+        (a time on this budget's clock). `run(try_take, ...)` makes each take off the loop
+        (a thread; a poll round's `RedisCalls.run`, which stops once Redis is out of reach)."""
         while True:
-            wait = await asyncio.to_thread(self.try_take, account_key, rate_per_s)
+            wait = await run(self.try_take, account_key, rate_per_s)
             if wait == 0.0:
                 return True
             if until is not None and self._clock() + wait > until:

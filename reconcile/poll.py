@@ -10,7 +10,7 @@ its backoff, so it is not asked again at every lease as if the pass had failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -169,12 +169,8 @@ async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
     key, rate = account.key, account.config.query_rate_per_s
 
-    async def charge_retry() -> bool:  # waited for in the query's slot, as its backoff is
-        while True:
-            wait = await round_.calls.run(round_.budget.try_take, key, rate)
-            if wait == 0.0:
-                return True
-            await asyncio.sleep(wait)
+    def charge_retry() -> Awaitable[bool]:  # waited for in the query's slot, as its backoff is
+        return round_.budget.acquire(key, rate, run=round_.calls.run)
 
     transport = round_.ctx.http.for_account(key, rate, charge_retry, paced=True)
     now_ms = int(round_.ctx.now().timestamp() * 1000)
