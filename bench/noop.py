@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from payhook.broker import celery_config, redis_url
+from payhook.broker import configure_or_exit, redis_url
 from payhook.settings import load_settings
 
 NOOP_TASK = "bench.noop"
@@ -24,7 +24,7 @@ _client: list[redis.Redis] = []
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    sender.conf.update(celery_config(load_settings()))
+    configure_or_exit(sender)
 
 
 @signals.worker_process_init.connect

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,7 +17,7 @@ import redis.asyncio
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from payhook.settings import Settings
+from payhook.settings import Settings, load_settings
 from providers.errors import ConfigError
 
 PROCESS_TASK = "payhook.process_callbacks"
@@ -62,6 +63,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "reconcile": _periodic(RECONCILE_TASK, settings.reconcile_interval_s),
         },
     }
+
+
+def configure_or_exit(app: Celery) -> None:
+    """Configure `app` (from its `on_configure` signal) from the settings, or end the process
+    with exit 2 naming the variable at fault.
+
+    Celery logs what a signal handler raises and carries on with its defaults: a worker or
+    Flower on RabbitMQ's localhost, looking healthy, seeing nothing. So a missing Redis URL, or
+    a value that is not valid (PAYHOOK_SWEEP_INTERVAL_S=0), ends the process instead."""
+    try:
+        config = celery_config(load_settings())
+    except ConfigError as exc:
+        print(f"payhook: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    app.conf.update(config)
 
 
 def scheduled_queue(queue: str) -> str:

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from celery import Celery, signals
 
-from payhook.broker import celery_config
+from payhook.broker import configure_or_exit
 from payhook.logs import configure as configure_logging
 from payhook.settings import load_settings
-from providers.errors import ConfigError
 
 app = Celery("payhook", include=["workers.tasks"])
 
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    try:
-        config = celery_config(load_settings())
-    except ConfigError as exc:
-        # Celery logs what a signal handler raises and carries on with its defaults: a worker
-        # or Flower on RabbitMQ's localhost, looking healthy, seeing nothing. Exit instead,
-        # for a missing Redis URL as for a value that is not valid (PAYHOOK_SWEEP_INTERVAL_S=0).
-        print(f"payhook: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    sender.conf.update(config)
+    configure_or_exit(sender)
 
 
 @signals.setup_logging.connect

@@ -239,21 +239,23 @@ BROKER = {"PAYHOOK_REDIS_URL": "redis://127.0.0.1:1/0"}  # found; never reached
     ],
     ids=["no_redis_url", "worker_bad_value", "report_bad_value", "report_time_limit"],
 )
+@pytest.mark.parametrize("celery_app", ["workers.app", "bench.noop"])
 def test_celery_on_the_payhook_app_with_a_bad_configuration_exits(
-    tmp_path: Path, command: str, variables: dict[str, str], message: str
+    tmp_path: Path, command: str, variables: dict[str, str], message: str, celery_app: str
 ) -> None:
     """`celery -A workers.app …` (Flower, a worker started by hand) exits 2 without
     PAYHOOK_REDIS_URL, or with a value that is not valid, naming the variable. Celery would log
     the error and go on with its own defaults (RabbitMQ on localhost, the queue `celery`, no
     late acks): a Flower that looks ready and never sees a task. (`report` prints the settings
-    Celery runs with, as Flower would use them, without a worker's start-up around it.)"""
+    Celery runs with, as Flower would use them, without a worker's start-up around it.) The
+    benchmark's no-op reference app is configured the same way, so it exits the same."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")}
     env["PAYHOOK_CONFIG"] = str(write(tmp_path, OTG))
     env["TEST_OTG_SECRET"] = "s3cret"
     env.update(variables)
     argv = ["worker", "--pool=solo"] if command == "worker" else [command]
     done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers.app", *argv],
+        [sys.executable, "-m", "celery", "-A", celery_app, *argv],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
