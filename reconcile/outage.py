@@ -33,14 +33,16 @@ class RedisCalls:
         self.down: str | None = None  # the error that found Redis out of reach
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await asyncio.to_thread(self._call, functools.partial(fn, *args, **kwargs))
+        """`fn(*args, **kwargs)` on a thread (for a caller on an event loop)."""
+        return await asyncio.to_thread(self.call, functools.partial(fn, *args, **kwargs))
 
-    def _call(self, call: Callable[[], T]) -> T:
-        # Checked on the thread, right before the call: one queued for a thread is cut too.
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` here, unless Redis was found out of reach already."""
+        # Checked right before the call (on the thread, for `run`): one queued is cut too.
         if self.down is not None:
             raise RedisDown(self.down)
         try:
-            return call()
+            return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.down = self.down or type(exc).__name__
             raise
