@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
@@ -17,6 +18,7 @@ class Backlog(Generic[T]):
         self.items: list[T] = []
         self.closed = False
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
 
     def extend(self, items: Iterable[T]) -> None:
         self.items.extend(items)
@@ -25,6 +27,13 @@ class Backlog(Generic[T]):
     def close(self) -> None:
         self.closed = True
         self._wake.set()
+        self._closing.set()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or until the backlog is closed if that comes first: a consumer's
+        wait before a retry must not hold up the shutdown that `close` starts."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def ready(self) -> bool:
         """Wait until there are items (True), or the backlog is closed and empty (False)."""
