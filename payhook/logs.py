@@ -6,9 +6,9 @@ import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote_plus, unquote_plus, urlsplit, urlunsplit
 
 import structlog
 
@@ -27,6 +27,9 @@ _STRUCTURE = re.compile(r'["\[\]{}]')
 _SCALAR_END = re.compile(r"[\s,\]}]")
 # A form field (`a=1&b=2`): the name is group 2, the value group 3.
 _FORM_FIELD = re.compile(r"(^|&)([^=&]*)=([^&]*)")
+# JSON carried in a string (or a form field) carried in JSON…: masked inside this many levels
+# deep; a JSON-like string deeper still is masked whole.
+_MAX_EMBEDDED = 4
 
 
 def is_secret(name: str) -> bool:
@@ -44,27 +47,63 @@ def mask_text(text: str) -> str:
     find why a signature failed: spacing, escapes (`\\/`, `\\u00e9`), number spellings
     (`300.00`), key order and repeated keys would all change. The members are found by a scan
     of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
-    lost, its secrets masked) should the scan have missed a secret-named member anywhere."""
+    lost, its secrets masked) should the scan have missed a secret-named member anywhere.
+
+    A JSON document carried as a string value, or as a form field's value (providers wrap
+    their payload so), is masked inside the same way, that string alone re-encoded when it
+    changed (its escapes as JSON writes them); so is JSON in a string in that one, and so on,
+    `_MAX_EMBEDDED` levels deep."""
+    return _mask(text, 0)
+
+
+def _mask(text: str, depth: int) -> str:
     bom = _BOM if text.startswith(_BOM) else ""  # Windows tools write one; JSON all the same
     body = text[len(bom):]
-    if not body.lstrip().startswith(("{", "[")):
-        return bom + _FORM_FIELD.sub(_mask_field, body)
-    masked = _mask_members(body)
+    if not _looks_json(body):
+        return bom + _FORM_FIELD.sub(lambda field: _mask_field(field, depth), body)
+    masked = _mask_strings(_mask_members(body), depth)
     try:
-        if not _leaks(masked):
+        if not _leaks(masked, depth):
             return bom + masked
     except (ValueError, RecursionError):
         pass  # not JSON: the body was not either, or the scan broke it
     try:
-        tree = json.loads(body, object_pairs_hook=_masked_object)
+        tree = _masked_value(json.loads(
+            body, object_pairs_hook=lambda members: _masked_object(members, depth)), depth)
     except (ValueError, RecursionError):  # JSON-like, not JSON (truncated, say): the scan it is
         return bom + masked
     return bom + json.dumps(tree, ensure_ascii=False)
 
 
-def _mask_field(m: re.Match[str]) -> str:
-    name = unquote_plus(m.group(2))
-    return f"{m.group(1)}{m.group(2)}={MASK}" if is_secret(name) else m.group(0)
+def _looks_json(text: str) -> bool:
+    """Whether `text` is a JSON document as far as masking goes: an array or object, or a
+    string that carries one (JSON encoded twice)."""
+    start = text.lstrip()[:1]
+    return start in ("{", "[") or (start == '"' and "{" in text)
+
+
+def _carries_json(text: str) -> bool:
+    """Whether a string value may carry JSON with members in it."""
+    return "{" in text and _looks_json(text)
+
+
+def _embedded(text: str, depth: int) -> str:
+    """`text`, a string value found at `depth`, masked if it carries JSON."""
+    if not _carries_json(text):
+        return text
+    return MASK if depth >= _MAX_EMBEDDED else _mask(text, depth + 1)
+
+
+def _mask_field(m: re.Match[str], depth: int) -> str:
+    name, value = unquote_plus(m.group(2)), m.group(3)
+    if is_secret(name):
+        return f"{m.group(1)}{m.group(2)}={MASK}"
+    decoded = unquote_plus(value)
+    masked = _embedded(decoded, depth)
+    if masked == decoded:
+        return m.group(0)
+    shown = masked if decoded == value else quote_plus(masked, safe="*")
+    return f"{m.group(1)}{m.group(2)}={shown}"
 
 
 def _mask_members(text: str) -> str:
@@ -84,6 +123,35 @@ def _mask_members(text: str) -> str:
         out += [text[kept:start], f'"{MASK}"']
         kept = i = _value_end(text, start)
     return "".join(out) + text[kept:]
+
+
+def _mask_strings(text: str, depth: int) -> str:
+    """Mask the JSON carried in each string value (not a member name) of the text."""
+    out: list[str] = []
+    kept = i = 0
+    while (i := text.find('"', i)) >= 0:
+        token = _STRING.match(text, i)
+        if token is None:
+            break
+        i = token.end()
+        if _COLON.match(text, i) is None and (
+                shown := _mask_string_token(token.group(), depth)) is not None:
+            out += [text[kept : token.start()], shown]
+            kept = i
+    return "".join(out) + text[kept:]
+
+
+def _mask_string_token(token: str, depth: int) -> str | None:
+    """The JSON string `token` re-encoded with the JSON in it masked; None if unchanged."""
+    if "{" not in token and "\\u" not in token:
+        return None  # the common case, spared a decode (`\u007b` is a brace too)
+    try:
+        text = json.loads(token)
+    except ValueError:
+        return None
+    if not isinstance(text, str) or (masked := _embedded(text, depth)) == text:
+        return None
+    return json.dumps(masked, ensure_ascii=token.isascii())
 
 
 def _name(token: str) -> str:
@@ -117,21 +185,60 @@ def _value_end(text: str, start: int) -> int:
     return len(text)
 
 
-def _leaks(masked: str) -> bool:
-    """Whether the JSON text `masked` still has a secret-named member not masked; the check
-    runs inside the parser, so a deep body costs no recursion of ours."""
+def _leaks(masked: str, depth: int) -> bool:
+    """Whether the JSON text `masked` still has a secret-named member not masked, here or in
+    JSON carried by its strings; the check runs inside the parser, so a deep body costs no
+    recursion of ours."""
     leaked = False
 
     def check(members: list[tuple[str, Any]]) -> None:
         nonlocal leaked
-        leaked = leaked or any(is_secret(name) and value != MASK for name, value in members)
+        leaked = leaked or any(
+            value != MASK if is_secret(name) else _embedded_leaks(value, depth)
+            for name, value in members)
 
-    json.loads(masked, object_pairs_hook=check)
-    return leaked
+    top = json.loads(masked, object_pairs_hook=check)
+    return leaked or _embedded_leaks(top, depth)
 
 
-def _masked_object(members: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {name: MASK if is_secret(name) else value for name, value in members}
+def _embedded_leaks(value: Any, depth: int) -> bool:
+    """Whether a string in `value` (a string, or lists of them) carries JSON with a secret
+    not masked; objects in it were checked by the parser already."""
+    for text in _strings(value):
+        if not _carries_json(text):
+            continue
+        if depth >= _MAX_EMBEDDED:
+            return True  # `_embedded` masks these whole
+        try:
+            if _leaks(text, depth + 1):
+                return True
+        except (ValueError, RecursionError):
+            pass  # not JSON after all: the scan masked what it found in it
+    return False
+
+
+def _strings(value: Any) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _masked_object(members: list[tuple[str, Any]], depth: int) -> dict[str, Any]:
+    return {name: MASK if is_secret(name) else _masked_value(value, depth)
+            for name, value in members}
+
+
+def _masked_value(value: Any, depth: int) -> Any:
+    """`value` with the JSON in its strings masked (objects in it are masked already)."""
+    if isinstance(value, str):
+        return _embedded(value, depth)
+    if isinstance(value, list):
+        return [_masked_value(item, depth) for item in value]
+    return value
 
 
 def mask_url(url: str) -> str:
