@@ -11,7 +11,8 @@ from ingest.api.common import bad_request, db_session, found, in_thread, row_id
 from ledger.models import Callback
 from ledger.replay import Replay, reset_for_replay
 from ledger.views import callback_summary, list_callbacks
-from payhook.logs import MASK, is_secret, mask_text
+from payhook.bodies import mask_body
+from payhook.logs import MASK, is_secret
 
 
 async def get_callbacks(request: web.Request) -> web.Response:
@@ -40,7 +41,7 @@ async def get_callback(request: web.Request) -> web.Response:
             # Secrets masked (CONTRACT §3): in the headers, and in the body's own fields (OPay
             # sends its clientAuthKey in both).
             body["headers"] = [[k, MASK if is_secret(k) else v] for k, v in json.loads(cb.headers)]
-            body["body"] = mask_text(cb.body.decode("utf-8", errors="replace"))
+            body["body"] = mask_body(cb.body)
             body["remote_addr"] = cb.remote_addr
             return body
 

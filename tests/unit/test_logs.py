@@ -1,6 +1,6 @@
 """The log format: JSON lines that keep a failure's traceback, for our code and the libraries';
-and no secret in what payhook prints or shows of a stored body (JSON carried in a string
-included)."""
+and no secret in what payhook prints or shows of a stored body (JSON carried in a string, and
+bodies in UTF-16 or UTF-32, included)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from hypothesis import given
 
 import payhook.logs
 from payhook import logs
+from payhook.bodies import mask_body
 from payhook.dev import _banner
 from payhook.logs import MASK, is_secret, mask_text
 
@@ -190,3 +191,35 @@ def test_body_masking_matches_masking_the_documents_json_strings_too(
 
     assert mask_text(write(_render(tree, mask=False))) == write(_render(tree, mask=True))
 
+
+_DOC = '{"clientAuthKey":"s3cret","n":"é"}'
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-32-le", "utf-32-be"])
+def test_a_utf16_or_utf32_body_is_decoded_before_masking(encoding: str) -> None:
+    """A body in UTF-16 or UTF-32, marked by a byte-order mark or by the NULs of its first
+    characters, is read in its encoding and masked like any other (the mark kept as U+FEFF)."""
+    mark = "\ufeff" if encoding in ("utf-16", "utf-32") else ""
+    assert mask_body(_DOC.encode(encoding)) == mark + '{"clientAuthKey":"***","n":"é"}'
+    assert mask_body("token=abc&n=1".encode(encoding)) == mark + "token=***&n=1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b'\xff\xfe{"token":"s3cret"}', f"{MASK} body withheld: UTF-16-LE by its first bytes,"
+                                        " UTF-8 by its text"),
+        (b'\xff\xfe{"token":"s3cret"}!', f"{MASK} body withheld: not valid UTF-16-LE"),
+        (_DOC.encode(), '{"clientAuthKey":"***","n":"é"}'),
+        (b'\xef\xbb\xbf{"token":"s3cret"}', '\ufeff{"token":"***"}'),
+        (b'{"token":"s3cret","n":"\xff"}', '{"token":"***","n":"\ufffd"}'),
+    ],
+    ids=["utf8_behind_a_utf16_mark", "odd_length", "utf8", "utf8_mark", "not_utf8"],
+)
+def test_a_body_whose_encoding_cannot_be_trusted_is_withheld(raw: bytes, shown: str) -> None:
+    """A UTF-16 mark in front of UTF-8 text, or bytes not valid after their mark, withhold the
+    body with a marker saying why; a UTF-8 body (marked or not, valid or not) is shown masked
+    as before."""
+    assert mask_body(raw) == shown
+    assert b"s3cret" not in shown.encode("utf-16-le") + shown.encode()
