@@ -106,8 +106,8 @@ def test_while_redis_hangs_the_backlog_stays_bounded_and_the_sweeper_gets_what_i
 
     assert max(held) == CAP
     assert (dispatcher.published, dispatcher.tasks, dispatcher.dropped) == (0, 0, len(ids))
-    # A batch whose push failed is given up whole: two pushes tried (the first batch, then
-    # what waited meanwhile), not one per 64 ids, each waiting out the timeout.
+    # Stopping, a batch whose push failed is given up whole, not retried: two pushes tried (the
+    # first batch, then what waited meanwhile), not one per 64 ids, each waiting out the timeout.
     failed = [e["ids"] for e in logs if e["event"] == "publish_failed"]
     assert len(failed) == 2
     logged = {"dispatch_backlog_full": sum(e["dropped"] for e in logs
