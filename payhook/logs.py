@@ -75,15 +75,12 @@ def _mask(text: str, depth: int) -> str:
     return bom + json.dumps(tree, ensure_ascii=False)
 
 
-def _looks_json(text: str) -> bool:
-    """Whether `text` is a JSON document as far as masking goes: an array or object, or a
-    string that carries one (JSON encoded twice)."""
+def _looks_json(text: str) -> bool:  # an array or object, or a string carrying one
     start = text.lstrip()[:1]
     return start in ("{", "[") or (start == '"' and "{" in text)
 
 
-def _carries_json(text: str) -> bool:
-    """Whether a string value may carry JSON with members in it."""
+def _carries_json(text: str) -> bool:  # a string value that may hold members
     return "{" in text and _looks_json(text)
 
 
@@ -95,14 +92,12 @@ def _embedded(text: str, depth: int) -> str:
 
 
 def _mask_field(m: re.Match[str], depth: int) -> str:
-    name, value = unquote_plus(m.group(2)), m.group(3)
-    if is_secret(name):
+    if is_secret(unquote_plus(m.group(2))):
         return f"{m.group(1)}{m.group(2)}={MASK}"
-    decoded = unquote_plus(value)
-    masked = _embedded(decoded, depth)
-    if masked == decoded:
+    value = unquote_plus(m.group(3))
+    if (masked := _embedded(value, depth)) == value:
         return m.group(0)
-    shown = masked if decoded == value else quote_plus(masked, safe="*")
+    shown = masked if value == m.group(3) else quote_plus(masked, safe="*")
     return f"{m.group(1)}{m.group(2)}={shown}"
 
 
@@ -220,8 +215,7 @@ def _embedded_leaks(value: Any, depth: int) -> bool:
 def _strings(value: Any) -> Iterator[str]:
     stack = [value]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
+        if isinstance(item := stack.pop(), str):
             yield item
         elif isinstance(item, list):
             stack.extend(item)
