@@ -43,8 +43,8 @@ class Dispatcher:
     seconds, the batch in hand is dropped (`publish_failed`) and each later batch gets one try
     until a push succeeds again: so, once the first batch has spent the budget, a hanging
     Redis costs one publish timeout per batch, as without retries, and what waits stays within
-    `max_backlog` throughout. Once stopping, a
-    failed push is not retried: `stop` has a deadline, and the sweeper is the retry.
+    `max_backlog` throughout. Once stopping, a failed push is not retried: `stop` has a
+    deadline, and the sweeper is the retry.
 
     It is a task on the event loop, not a thread: `submit` is called on the loop (by the inbox
     after each commit, by the API's replay), and a thread would take the GIL back and forth
