@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,9 @@ from ledger.orders import OrderConflict, OrderSpec, register_order
 from ledger.status import Kind
 from ledger.views import balances, find_order, order_json
 
+_PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+_AMOUNT_FORM = 'amount must be a decimal string of ASCII digits like "300.00" (or an integer)'
+
 
 class OrderIn(BaseModel):
     """POST /api/orders body."""
@@ -27,10 +31,24 @@ class OrderIn(BaseModel):
     account: str = "default"
     merchant_order_no: str = Field(min_length=1, max_length=128)
     kind: Kind
-    amount: Decimal = Field(ge=0)
+    amount: Decimal
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     provider_order_no: str | None = Field(default=None, max_length=128)
     customer_phone: str | None = Field(default=None, max_length=32)
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _plain_amount(cls, value: object) -> Decimal:
+        """Only plain digits, with an optional point and digits: Decimal alone would take
+        "1_000", " 300.00 ", Arabic-Indic digits and "1e2". A JSON number is held to its exact
+        value, read exactly (the body is parsed with `parse_float=Decimal`, so never a float's
+        binary artefact): an integer or a decimal whose exact value is written plainly (1e2 reads
+        as 1E+2 and is refused, 300.5e0 reads as 300.5 and is taken)."""
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            raise ValueError(_AMOUNT_FORM)
+        if _PLAIN_AMOUNT.fullmatch(str(value)) is None:
+            raise ValueError(_AMOUNT_FORM)
+        return Decimal(str(value))
 
     @field_validator("provider", "account", "merchant_order_no", "provider_order_no",
                      "customer_phone")
@@ -59,7 +77,11 @@ async def post_order(request: web.Request) -> web.Response:
             provider_order_no=order_in.provider_order_no,
             customer_phone=order_in.customer_phone,
         )
-    except (ValueError, ValidationError, UnicodeDecodeError) as exc:
+    except ValidationError as exc:
+        if any(error["loc"][:1] == ("amount",) for error in exc.errors()):
+            return web.json_response({"error": _AMOUNT_FORM}, status=422)
+        return bad_request(str(exc).splitlines()[0][:300])
+    except (ValueError, UnicodeDecodeError) as exc:
         return bad_request(str(exc).splitlines()[0][:300])
     account = request.app[ACCOUNTS].get(spec.provider, spec.account)
     if account is None:
