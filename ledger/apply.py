@@ -20,7 +20,7 @@ from ledger import booking
 from ledger.db import insert_ignore
 from ledger.models import Order, OrderEvent, Payment, ProviderEventSeen, column_width
 from ledger.money import to_minor
-from ledger.status import Decision, Kind, Outcome, Status, decide
+from ledger.status import Decision, Kind, Outcome, Status, decide, strongest
 
 # The history rows are written with a Core statement (see ledger.booking).
 _ORDER_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
@@ -204,22 +204,20 @@ def storable_text(value: str) -> bool:
 
 
 def _earlier_outcome(session: Session, order: Order, event: Incoming) -> Outcome | None:
-    """What this callback's own earlier processing of `event` did, if it got past the dedupe:
-    a replayed callback keeps its answer (an `applied` one does not turn `duplicate`)."""
+    """What this callback's own earlier processing of `event` did, if the history has it: a
+    replayed callback keeps its answer (an `applied` one does not turn `duplicate`), and its
+    history entry is the one it has (CONTRACT §3: one entry per callback, whatever its outcome).
+    """
     if event.callback_id is None:
         return None
-    outcome = session.execute(
-        select(OrderEvent.outcome)
-        .where(
+    outcomes = session.execute(
+        select(OrderEvent.outcome).where(
             OrderEvent.order_id == order.id,
             OrderEvent.callback_id == event.callback_id,
             OrderEvent.event_id == event.event_id,
-            OrderEvent.outcome != Outcome.DUPLICATE.value,
         )
-        .order_by(OrderEvent.id)
-        .limit(1)
-    ).scalar_one_or_none()
-    return None if outcome is None else Outcome(outcome)
+    ).scalars().all()
+    return strongest([Outcome(o) for o in outcomes]) if outcomes else None
 
 
 def _repayment_status(session: Session, order: Order, event: Incoming) -> Status:
