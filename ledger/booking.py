@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from ledger.models import Journal, Order, Payment, Posting
@@ -31,7 +31,10 @@ def move_money(session: Session, order: Order, event: Incoming, now: datetime) -
     """Record the payment and its balanced postings; the review flags the amounts call for."""
     flags: list[str] = []
     currency = (event.currency or order.currency).upper()
-    if currency != order.currency:
+    # The order's paid amount is in its own currency: money in another one is booked and
+    # listed in its currency, and a person decides what it is worth.
+    counts = currency == order.currency
+    if not counts:
         flags.append("currency_mismatch")
     if event.amount is None:
         # A success that states no amount: the registered amount is booked, and someone looks at
@@ -53,13 +56,34 @@ def move_money(session: Session, order: Order, event: Incoming, now: datetime) -
         },
     )
     if kind is Kind.STATIC_VA:
-        order.paid_minor += amount
-    else:
+        order.paid_minor += amount if counts else 0
+    elif counts:
         order.paid_minor = amount
         if amount_differs(amount, order.amount_minor, event.flags):
             flags.append("amount_mismatch")
-    _post(session, order, payment_id, amount, currency, now)
+    post(session, order, payment_id, amount, currency, now)
     return flags
+
+
+def payment_currencies(session: Session, order_id: int) -> dict[int, str]:
+    """Each booked payment's currency (payment id → ISO code), read from its postings: the
+    payment row has none of its own, and may differ from its order's."""
+    rows = session.execute(
+        select(Journal.payment_id, func.min(Posting.currency))
+        .join(Posting, Posting.journal_id == Journal.id)
+        .where(Journal.order_id == order_id, Journal.payment_id.is_not(None))
+        .group_by(Journal.payment_id)
+    )
+    return {int(payment_id): currency for payment_id, currency in rows}
+
+
+def paid_in(session: Session, order: Order, currency: str) -> int:
+    """The sum of the order's payments booked in `currency`, in its minor units."""
+    currencies = payment_currencies(session, order.id)
+    amounts = session.execute(
+        select(Payment.id, Payment.amount_minor).where(Payment.order_id == order.id)
+    )
+    return sum(int(amount) for pid, amount in amounts if currencies.get(pid) == currency)
 
 
 def amount_differs(paid_minor: int, registered_minor: int, flags: Iterable[str]) -> bool:
@@ -78,16 +102,19 @@ def ledger_accounts(order: Order) -> tuple[str, str]:
     return clearing, f"receipts:{order.provider}/{order.account}"
 
 
-def _post(
-    session: Session, order: Order, payment_id: int, amount: int, currency: str, now: datetime
+def post(
+    session: Session, order: Order, payment_id: int, amount: int, currency: str, now: datetime,
+    memo: str | None = None, accounts: tuple[str, str] | None = None,
 ) -> None:
-    """One journal entry whose two legs sum to zero."""
+    """One journal entry whose two legs sum to zero: `amount` from the credit account to the
+    debit one (the order's kind's, unless `accounts` says otherwise)."""
     journal_id = _insert_id(
         session,
         _JOURNAL,
-        {"order_id": order.id, "payment_id": payment_id, "memo": order.kind, "created_at": now},
+        {"order_id": order.id, "payment_id": payment_id, "memo": memo or order.kind,
+         "created_at": now},
     )
-    debit, credit = ledger_accounts(order)
+    debit, credit = accounts or ledger_accounts(order)
     session.execute(
         insert(_POSTINGS),
         [

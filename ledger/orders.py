@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.apply import flag_order
-from ledger.booking import amount_differs
+from ledger.booking import amount_differs, paid_in, payment_currencies
 from ledger.db import insert_ignore
-from ledger.models import Order, Payment
+from ledger.models import Order
 from ledger.status import Kind, Status
 
 
@@ -73,17 +73,16 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
         order.registered = True
         order.kind, order.amount_minor = spec.kind.value, spec.amount_minor
         order.customer_phone = spec.customer_phone
-        flag_order(order, _paid_differs(order, spec))
+        # What was paid is counted in the registered currency only (a payment in another one
+        # stays listed in its own, and flagged).
         order.currency = spec.currency
+        order.paid_minor = paid_in(session, order, spec.currency)
+        flag_order(order, _paid_differs(session, order, spec))
         if spec.kind is Kind.STATIC_VA:
             # A static VA stays open, and what was paid into it is the sum of its repayments.
             # A repayment that arrived while the order looked like a payment was not booked;
             # it carries `another_payment`, for a person to book.
             order.status, order.next_poll_at = Status.PENDING.value, None
-            order.paid_minor = session.execute(
-                select(func.coalesce(func.sum(Payment.amount_minor), 0))
-                .where(Payment.order_id == order.id)
-            ).scalar_one()
         order.updated_at = now
         return order, True
     stored = (order.kind, order.amount_minor, order.currency)
@@ -95,14 +94,15 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     return order, False
 
 
-def _paid_differs(order: Order, spec: OrderSpec) -> list[str]:
-    """The review reasons a payment booked before the registration calls for: another currency,
+def _paid_differs(session: Session, order: Order, spec: OrderSpec) -> list[str]:
+    """The review reasons payments booked before the registration call for: another currency,
     or another amount than registered (unless the provider's status said so already, or the
     order is an open static VA, or the registration has no amount)."""
-    if not order.paid_minor or spec.kind is Kind.STATIC_VA:
-        return []
-    if order.currency != spec.currency:
-        return ["currency_mismatch"]
-    if amount_differs(order.paid_minor, spec.amount_minor, json.loads(order.review_reasons)):
-        return ["amount_mismatch"]
-    return []
+    flags = []
+    if any(c != spec.currency for c in payment_currencies(session, order.id).values()):
+        flags.append("currency_mismatch")
+    reasons = json.loads(order.review_reasons)
+    if (spec.kind is not Kind.STATIC_VA and order.paid_minor
+            and amount_differs(order.paid_minor, spec.amount_minor, reasons)):
+        flags.append("amount_mismatch")
+    return flags

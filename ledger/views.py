@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only
 
+from ledger.booking import payment_currencies
 from ledger.models import Callback, Journal, Order, OrderEvent, Payment, Posting
 from ledger.money import format_minor
 
@@ -31,8 +32,11 @@ def find_order(
 
 
 def order_json(session: Session, order: Order) -> dict[str, Any]:
-    """The order with its payments and full history."""
+    """The order with its payments and full history. Each payment is shown in its own currency,
+    which may not be the order's (flagged `currency_mismatch`); `paid_amount` counts only the
+    payments in the order's currency."""
     cur = order.currency
+    currencies = payment_currencies(session, order.id)
     payments = session.execute(
         select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)
     ).scalars()
@@ -54,7 +58,8 @@ def order_json(session: Session, order: Order) -> dict[str, Any]:
         "payments": [
             {
                 "provider_txn_id": p.provider_txn_id,
-                "amount": format_minor(p.amount_minor, cur),
+                "amount": format_minor(p.amount_minor, currencies.get(p.id, cur)),
+                "currency": currencies.get(p.id, cur),
                 "status": p.status,
                 "paid_at": iso(p.paid_at),
             }

@@ -1,5 +1,5 @@
 """The read models against the session's real database: a callback listing reads only the
-columns of its summaries."""
+columns of its summaries; an order shows each payment in its own currency."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from sqlalchemy.orm import Session
 from ledger.db import make_engine
 from ledger.models import Callback
 from ledger.views import list_callbacks
+from tests.unit.ledger_db import Ledger, ledger, number
+from tests.unit.ledger_db import event as ledger_event
+
+__all__ = ["ledger"]
 
 
 @pytest.fixture
@@ -54,3 +58,41 @@ def test_a_callback_listing_reads_no_body_nor_headers(engine: Engine) -> None:
     assert "callbacks.id" in select
     assert "callbacks.body" not in select
     assert "callbacks.headers" not in select
+
+
+def test_a_payment_in_another_currency_is_shown_in_its_own(ledger: Ledger) -> None:
+    """A 300 JPY payment on a 300.00 NGN order is listed as "300" JPY (not "3.00"); the paid
+    amount, in NGN, counts none of it, and the order is flagged `currency_mismatch`."""
+    no = number()
+    ledger.register(no, amount=30000, currency="NGN")
+    ledger.apply(ledger_event(no, no + "T", amount="300", currency="JPY"))
+    body = ledger.json(no)
+    assert [p["amount"] for p in body["payments"]] == ["300"]
+    assert [p["currency"] for p in body["payments"]] == ["JPY"]
+    assert (body["status"], body["paid_amount"], body["currency"]) == ("succeeded", "0.00", "NGN")
+    assert body["review_reasons"] == ["currency_mismatch"]
+
+
+def test_a_foreign_payment_booked_before_registration_is_not_counted_in_it(
+    ledger: Ledger,
+) -> None:
+    """A 300 JPY callback creates the order in JPY; the merchant then registers it in NGN: the
+    payment stays "300" JPY and the NGN paid amount is 0.00, flagged `currency_mismatch`."""
+    no = number()
+    ledger.apply(ledger_event(no, no + "T", amount="300", currency="JPY"))
+    ledger.register(no, amount=30000, currency="NGN")
+    body = ledger.json(no)
+    assert [p["amount"] for p in body["payments"]] == ["300"]
+    assert [p["currency"] for p in body["payments"]] == ["JPY"]
+    assert (body["paid_amount"], body["currency"]) == ("0.00", "NGN")
+    assert body["review_reasons"] == ["unregistered_order", "currency_mismatch"]
+
+
+def test_a_payment_in_the_order_currency_names_it(ledger: Ledger) -> None:
+    """The common case: the payment's entry carries the order's currency, and counts."""
+    no = number()
+    ledger.register(no, amount=30000, currency="NGN")
+    ledger.apply(ledger_event(no, no + "T"))
+    body = ledger.json(no)
+    assert [(p["amount"], p["currency"]) for p in body["payments"]] == [("300.00", "NGN")]
+    assert (body["paid_amount"], body["review_reasons"]) == ("300.00", [])
