@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from ledger.apply import flag_order
 from ledger.booking import amount_differs, paid_in, payment_currencies
 from ledger.db import insert_ignore
+from ledger.late_registration import rebook_kind
 from ledger.models import Order
 from ledger.status import Kind, Status
 
@@ -68,22 +69,7 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     if created:
         return order, True
     if not order.registered:
-        # A callback got here first; the merchant's registration fills in what it expected,
-        # and what was paid already is held against it, as it would have been on arrival.
-        order.registered = True
-        order.kind, order.amount_minor = spec.kind.value, spec.amount_minor
-        order.customer_phone = spec.customer_phone
-        # What was paid is counted in the registered currency only (a payment in another one
-        # stays listed in its own, and flagged).
-        order.currency = spec.currency
-        order.paid_minor = paid_in(session, order, spec.currency)
-        flag_order(order, _paid_differs(session, order, spec))
-        if spec.kind is Kind.STATIC_VA:
-            # A static VA stays open, and what was paid into it is the sum of its repayments.
-            # A repayment that arrived while the order looked like a payment was not booked;
-            # it carries `another_payment`, for a person to book.
-            order.status, order.next_poll_at = Status.PENDING.value, None
-        order.updated_at = now
+        _register_late(session, order, spec, now)
         return order, True
     stored = (order.kind, order.amount_minor, order.currency)
     asked = (spec.kind.value, spec.amount_minor, spec.currency)
@@ -92,6 +78,27 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     if stored != asked or spec.provider_order_no not in (None, order.provider_order_no):
         raise OrderConflict(spec.merchant_order_no)
     return order, False
+
+
+def _register_late(session: Session, order: Order, spec: OrderSpec, now: datetime) -> None:
+    """A callback got here first; the merchant's registration fills in what it expected, what
+    was booked is put in the registered kind's terms, and what was paid already is held
+    against it, as it would have been on arrival."""
+    order.registered = True
+    flags = rebook_kind(session, order, spec.kind, now)
+    order.amount_minor, order.customer_phone = spec.amount_minor, spec.customer_phone
+    # What was paid is counted in the registered currency only (a payment in another one
+    # stays listed in its own, and flagged).
+    order.currency = spec.currency
+    order.paid_minor = paid_in(session, order, spec.currency)
+    flags += _paid_differs(session, order, spec)
+    if spec.kind is Kind.STATIC_VA:
+        # A static VA stays open, and what was paid into it is the sum of its repayments.
+        # A repayment that arrived while the order looked like a payment was not booked;
+        # it carries `another_payment`, for a person to book.
+        order.status, order.next_poll_at = Status.PENDING.value, None
+    flag_order(order, flags)
+    order.updated_at = now
 
 
 def _paid_differs(session: Session, order: Order, spec: OrderSpec) -> list[str]:
