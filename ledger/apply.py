@@ -160,7 +160,8 @@ def _another_payment(session: Session, order: Order, event: Incoming, decision: 
     """Whether `event` is a success the rules call a `duplicate` (the order has succeeded) that
     names another transaction than the one booked: the customer paid twice, or the order is a
     static VA the merchant has not registered yet and this is its next repayment. Nothing is
-    booked for it (CONTRACT §5: same terminal is a duplicate); the flag makes a person look.
+    booked for it (CONTRACT §5: same terminal is a duplicate); the flag makes a person look,
+    and registering the order as a static VA makes it applicable again (`late_registration`).
     A poll's answer describes the order rather than one transaction, so it is not held to this.
     """
     if decision.outcome is not Outcome.DUPLICATE or event.status is not Status.SUCCEEDED:

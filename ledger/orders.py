@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ledger.apply import flag_order
 from ledger.booking import amount_differs, paid_in, payment_currencies
 from ledger.db import insert_ignore
-from ledger.late_registration import rebook_kind
+from ledger.late_registration import rebook_kind, reopen_repayments
 from ledger.models import Order
 from ledger.status import Kind, Status
 
@@ -93,10 +93,11 @@ def _register_late(session: Session, order: Order, spec: OrderSpec, now: datetim
     order.paid_minor = paid_in(session, order, spec.currency)
     flags += _paid_differs(session, order, spec)
     if spec.kind is Kind.STATIC_VA:
-        # A static VA stays open, and what was paid into it is the sum of its repayments.
-        # A repayment that arrived while the order looked like a payment was not booked;
-        # it carries `another_payment`, for a person to book.
-        order.status, order.next_poll_at = Status.PENDING.value, None
+        # A static VA stays open, and what was paid into it is the sum of its repayments. Those
+        # that arrived while the order looked like a payment were duplicates, not booked: they
+        # are applied by the next poll, due now, or a replay of their callbacks.
+        order.status = Status.PENDING.value
+        order.next_poll_at = now if reopen_repayments(session, order) else None
     flag_order(order, flags)
     order.updated_at = now
 
