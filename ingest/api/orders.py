@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest.api.common import bad_request, db_session, found, in_thread, json_body
-from ledger.apply import storable_text
+from ledger.fields import storable_text
 from ledger.money import to_minor
 from ledger.orders import OrderConflict, OrderSpec, register_order
 from ledger.status import Kind
