@@ -79,7 +79,7 @@ async def post_order(request: web.Request) -> web.Response:
         )
     except ValidationError as exc:
         if any(error["loc"][:1] == ("amount",) for error in exc.errors()):
-            return web.json_response({"error": _AMOUNT_FORM}, status=422)
+            return bad_request(_AMOUNT_FORM)
         return bad_request(str(exc).splitlines()[0][:300])
     except (ValueError, UnicodeDecodeError) as exc:
         return bad_request(str(exc).splitlines()[0][:300])
