@@ -2,27 +2,21 @@
 the SMS credit check.
 
 Synchronous at the top (the worker is), asynchronous for the provider queries, which run
-through `ctx.run`. The run's row moves (queued →) running → done (or failed) with its report.
-The next pass to start fails, after `stale_run_after_s`, a run left `running` by a killed pass
-(report `{"error": "abandoned"}`) and a run left `queued` by a lost task (`{"error":
-"never_started"}`); a queued run is started only from `queued`, so a late task revives neither.
-A pass that outlives the bound and is abandoned still stores its real report (see _finish).
+through `ctx.run`. The pass's run row (`reconcile.runs`) moves (queued →) running → done (or
+failed) with its report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict
-from datetime import datetime, timedelta
 
 import redis
 import structlog
-from sqlalchemy import ColumnElement, select, update
 
-from ledger.models import ReconcileRun
 from payhook.accounts import Account
+from reconcile import runs
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.context import PassContext
@@ -32,9 +26,6 @@ from reconcile.report import AlertSpec, PassReport
 from reconcile.silence import find_silent, tighten
 
 log = structlog.get_logger(__name__)
-# Why a run no pass will finish failed (see _abandon_stale), by the state it was left in.
-STALE_ERRORS = {"running": "abandoned", "queued": "never_started"}
-ABANDONED = json.dumps({"error": STALE_ERRORS["running"]})
 
 
 def run_pass(
@@ -44,12 +35,12 @@ def run_pass(
     account: str | None = None,
 ) -> int:
     """Run one pass over the configured accounts in scope; the id of its stored run. A queued
-    `run_id` that is no longer `queued` starts no pass (see _start_queued)."""
+    `run_id` that is no longer `queued` starts no pass (see runs.start_queued)."""
     started = ctx.now()
-    _abandon_stale(ctx, started)
+    runs.abandon_stale(ctx, started)
     if run_id is None:
-        run_id = _start_new(ctx, provider, account, started)
-    elif not _start_queued(ctx, run_id, started):
+        run_id = runs.start_new(ctx, provider, account, started)
+    elif not runs.start_queued(ctx, run_id, started):
         return run_id
     report = PassReport(started, provider, account, ctx.config.report_refs)
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
@@ -58,92 +49,12 @@ def run_pass(
     except Exception as exc:
         log.exception("reconcile_pass_failed")
         report.tail["error"] = type(exc).__name__
-        _finish(ctx, run_id, "failed", report)
+        runs.finish(ctx, run_id, "failed", report)
         raise
     finally:
         structlog.contextvars.unbind_contextvars("reconcile_run")
-    _finish(ctx, run_id, "done", report)
+    runs.finish(ctx, run_id, "done", report)
     return run_id
-
-
-def _abandon_stale(ctx: PassContext, now: datetime) -> None:
-    """Fail the runs no pass will finish: `running` longer than any pass lives (killed at the
-    task time limit, or their process lost), or still `queued` that long after POST
-    /api/reconcile queued them (their task lost). One conditional UPDATE per state, so passes
-    starting at once on several machines fail each such run once, and none a run that has just
-    finished or just started."""
-    bound = now - timedelta(seconds=ctx.config.stale_run_after_s)
-    with ctx.sessions.begin() as session:
-        failed = {
-            state: session.execute(
-                update(ReconcileRun)
-                .where(ReconcileRun.state == state, ReconcileRun.started_at < bound)
-                .values(state="failed", finished_at=now, report=json.dumps({"error": error}))
-                .returning(ReconcileRun.id)
-            ).scalars().all()
-            for state, error in STALE_ERRORS.items()
-        }
-    for state, runs in failed.items():
-        if runs:
-            log.warning("reconcile_runs_abandoned", left=state, error=STALE_ERRORS[state],
-                        runs=list(runs)[:20], count=len(runs),
-                        after_s=ctx.config.stale_run_after_s)
-
-
-def _start_new(ctx: PassContext, provider: str | None, account: str | None, now: datetime
-               ) -> int:
-    """A run for a pass nobody queued (beat, the CLI): `running` from the start."""
-    with ctx.sessions.begin() as session:
-        run = ReconcileRun(started_at=now, state="running", provider=provider, account=account,
-                           report="{}")
-        session.add(run)
-        session.flush()
-        return run.id
-
-
-def _start_queued(ctx: PassContext, run_id: int, now: datetime) -> bool:
-    """Take the run POST /api/reconcile queued, only from `queued`; False when it is not.
-
-    A task that arrives after the sweep failed its run (`never_started`), or a second delivery
-    of it, starts no pass: the caller was told the run failed, and beat's next pass polls the
-    same due orders anyway."""
-    with ctx.sessions.begin() as session:
-        taken = session.execute(
-            update(ReconcileRun)
-            .where(ReconcileRun.id == run_id, ReconcileRun.state == "queued")
-            .values(state="running", started_at=now)
-            .returning(ReconcileRun.id)
-        ).first()
-        if taken is None:
-            state = session.scalar(select(ReconcileRun.state).where(ReconcileRun.id == run_id))
-            log.warning("reconcile_run_not_started", run_id=run_id, state=state)
-    return taken is not None
-
-
-def _finish(ctx: PassContext, run_id: int, state: str, report: PassReport) -> None:
-    """Store the pass's outcome on its run if still `running`, or if a sweep failed it as
-    `abandoned` meanwhile (a CLI pass has no time limit to keep it under the bound): the real
-    report says more than that guess, and is stored marked `"marked_abandoned": true`. Any
-    other state was set on purpose, never written over."""
-    finished = ctx.now()
-    with ctx.sessions.begin() as session:
-
-        def store(*where: ColumnElement[bool]) -> bool:  # one conditional UPDATE
-            return session.execute(
-                update(ReconcileRun).where(ReconcileRun.id == run_id, *where)
-                .values(state=state, finished_at=finished, report=report.dumps(finished))
-                .returning(ReconcileRun.id)
-            ).first() is not None
-
-        if store(ReconcileRun.state == "running"):
-            return
-        report.tail["marked_abandoned"] = True
-        if store(ReconcileRun.state == "failed", ReconcileRun.report == ABANDONED):
-            log.warning("reconcile_run_finished_after_abandoned", state=state,
-                        ran_s=round((finished - report.started_at).total_seconds()))
-            return
-        found = session.scalar(select(ReconcileRun.state).where(ReconcileRun.id == run_id))
-        log.error("reconcile_run_not_finished", state=state, found=found)
 
 
 def _execute(
