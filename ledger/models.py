@@ -240,7 +240,13 @@ class ReconcileRun(Base):
     provider: Mapped[str | None] = mapped_column(String(32))
     account: Mapped[str | None] = mapped_column(String(64))
     report: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON
+    # The Celery task running the pass (NULL: a CLI pass). Redis redelivers a lost worker's
+    # task under its id: that task takes over the run it left `running`; another's is a pass
+    # still running elsewhere.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
 
     # Every pass's stale-run sweep reads the few queued or running runs by age: a range of this
-    # index, not a scan of a table that gains a row a minute.
-    __table_args__ = (Index("ix_reconcile_runs_state_started_at", "state", "started_at"),)
+    # index, not a scan of a table that gains a row a minute. Every task's pass looks for the
+    # run its task left first, by `claimed_by`.
+    __table_args__ = (Index("ix_reconcile_runs_state_started_at", "state", "started_at"),
+                      Index("ix_reconcile_runs_claimed_by", "claimed_by"))

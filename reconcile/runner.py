@@ -33,14 +33,20 @@ def run_pass(
     run_id: int | None = None,
     provider: str | None = None,
     account: str | None = None,
+    task_id: str | None = None,
 ) -> int:
     """Run one pass over the configured accounts in scope; the id of its stored run. A queued
-    `run_id` that is no longer `queued` starts no pass (see runs.start_queued)."""
+    `run_id` that is no longer `queued` starts no pass (see runs.start_queued), unless it is
+    `running` for `task_id`, the Celery task running the pass (None: the CLI): that task's
+    dead first copy's run, taken over (see runs.resume), as is beat's unnamed one."""
     started = ctx.now()
+    resumed = runs.resume(ctx, task_id, run_id, started) if task_id is not None else None
     runs.abandon_stale(ctx, started)
-    if run_id is None:
-        run_id = runs.start_new(ctx, provider, account, started)
-    elif not runs.start_queued(ctx, run_id, started):
+    if resumed is not None:
+        run_id = resumed
+    elif run_id is None:
+        run_id = runs.start_new(ctx, provider, account, started, task_id)
+    elif not runs.start_queued(ctx, run_id, started, task_id):
         return run_id
     report = PassReport(started, provider, account, ctx.config.report_refs)
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)

@@ -4,6 +4,11 @@ The next pass to start fails, after `stale_run_after_s`, a run left `running` by
 (report `{"error": "abandoned"}`) and a run left `queued` by a lost task (`{"error":
 "never_started"}`); a queued run is started only from `queued`, so a late task revives neither.
 A pass that outlives the bound and is abandoned still stores its real report (see finish).
+
+A run names the task running it (`claimed_by`). Redis redelivers a task whose worker died
+under the same id: that task takes over the run its dead first copy left `running` (see
+resume), where it would find the run taken and leave it to the sweep. A run `running` under
+another task's id is a pass still running elsewhere (a duplicate delivery), never run twice.
 """
 
 from __future__ import annotations
@@ -48,28 +53,49 @@ def abandon_stale(ctx: PassContext, now: datetime) -> None:
                         after_s=ctx.config.stale_run_after_s)
 
 
-def start_new(ctx: PassContext, provider: str | None, account: str | None, now: datetime
-              ) -> int:
+def resume(ctx: PassContext, task_id: str, run_id: int | None, now: datetime) -> int | None:
+    """Take over the run (`run_id`, or beat's unnamed one) left `running` by this task's own
+    dead first copy; its id, or None when there is none.
+
+    One conditional UPDATE (running, and claimed by `task_id`), its start moved to now: the
+    pass starts over, and the sweep bounds it as any pass. Called before the sweep: a task is
+    redelivered after the visibility timeout, the sweep's bound, so the sweep would fail the
+    run first."""
+    where = [ReconcileRun.state == "running", ReconcileRun.claimed_by == task_id]
+    if run_id is not None:
+        where.append(ReconcileRun.id == run_id)
+    with ctx.sessions.begin() as session:
+        taken = session.execute(
+            update(ReconcileRun).where(*where).values(started_at=now)
+            .returning(ReconcileRun.id)
+        ).scalars().first()
+    if taken is not None:
+        log.warning("reconcile_run_resumed", run_id=taken, task_id=task_id)
+    return taken
+
+
+def start_new(ctx: PassContext, provider: str | None, account: str | None, now: datetime,
+              task_id: str | None) -> int:
     """A run for a pass nobody queued (beat, the CLI): `running` from the start."""
     with ctx.sessions.begin() as session:
         run = ReconcileRun(started_at=now, state="running", provider=provider, account=account,
-                           report="{}")
+                           report="{}", claimed_by=task_id)
         session.add(run)
         session.flush()
         return run.id
 
 
-def start_queued(ctx: PassContext, run_id: int, now: datetime) -> bool:
+def start_queued(ctx: PassContext, run_id: int, now: datetime, task_id: str | None) -> bool:
     """Take the run POST /api/reconcile queued, only from `queued`; False when it is not.
 
     A task that arrives after the sweep failed its run (`never_started`), or a second delivery
-    of it, starts no pass: the caller was told the run failed, and beat's next pass polls the
-    same due orders anyway."""
+    of it while the first runs, starts no pass: the caller was told the run failed, and beat's
+    next pass polls the same due orders anyway."""
     with ctx.sessions.begin() as session:
         taken = session.execute(
             update(ReconcileRun)
             .where(ReconcileRun.id == run_id, ReconcileRun.state == "queued")
-            .values(state="running", started_at=now)
+            .values(state="running", started_at=now, claimed_by=task_id)
             .returning(ReconcileRun.id)
         ).first()
         if taken is None:

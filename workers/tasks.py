@@ -68,5 +68,6 @@ def reconcile_pass(
     run_id: int | None = None, provider: str | None = None, account: str | None = None
 ) -> int:
     """Run one reconciliation pass (the queued run `run_id`, or a new one); the run's id."""
+    # Redis redelivers a lost worker's task under its id: the run it left `running` is its own.
     return run_pass(runtime.get().pass_context(), run_id=run_id, provider=provider,
-                    account=account)
+                    account=account, task_id=reconcile_pass.request.id)

@@ -1,6 +1,7 @@
 """The run rows of passes: a run a killed pass left `running`, or a lost task left `queued`, does
-not stay so for ever; a run once finished is never started again, nor written over by its pass
-but for the sweep's `abandoned` guess."""
+not stay so for ever, and a redelivered task finishes the run its dead first copy left; a run
+once finished is never started again, nor written over by its pass but for the sweep's
+`abandoned` guess."""
 
 from __future__ import annotations
 
@@ -140,6 +141,113 @@ def _pass_interrupted_by(recon: Recon, interrupt: Callable[[], None]) -> int:
     return run_pass(replace(ctx, run=run))
 
 
+class Killed(BaseException):
+    """The worker process dying mid-pass: nothing of the pass runs after it, not even its
+    `except Exception`."""
+
+
+def _killed_pass(recon: Recon, run_id: int | None, task_id: str) -> None:
+    """Run a pass as task `task_id` whose worker dies once it has claimed its due orders, as
+    it starts to query them."""
+
+    def run(coro: Coroutine[Any, Any, T], /) -> T:
+        coro.close()
+        raise Killed
+
+    with pytest.raises(Killed):
+        run_pass(replace(recon.ctx(stale_run_after_s=600), run=run), run_id=run_id,
+                 task_id=task_id)
+
+
+def _due_order(recon: Recon, number: str) -> None:
+    """An order the provider says succeeded, due to be polled now."""
+    recon.register(number)
+    recon.mtpay.set(number, "SUCCESS")
+    recon.clock.advance(seconds=901)
+
+
+def test_a_redelivered_task_finishes_the_queued_run_its_killed_copy_left(recon: Recon) -> None:
+    """The task of a queued run, killed mid-pass and redelivered by Redis under the same id
+    after the visibility timeout (the stale bound), takes the run over before the sweep would
+    fail it, runs the pass, and finishes that run `done`: its POST caller sees it complete."""
+    _due_order(recon, "RT1")
+    (run_id,) = _add_runs(recon, {"posted": ("queued", recon.clock())}).values()
+    _killed_pass(recon, run_id, "task-1")
+    recon.clock.advance(seconds=601)
+    with capture_logs() as logs:
+        assert run_pass(recon.ctx(stale_run_after_s=600), run_id=run_id,
+                        task_id="task-1") == run_id
+    report = recon.report(run_id)
+    assert (report["state"], report["resolved_by_poll"]["count"]) == ("done", 1)
+    assert recon.order("RT1").status == "succeeded"
+    assert [(e["event"], e.get("run_id")) for e in logs
+            if e["event"].startswith("reconcile_run")] == [("reconcile_run_resumed", run_id)]
+    with recon.sessions() as session:
+        run = session.get_one(ReconcileRun, run_id)
+        assert (run.started_at, run.claimed_by) == (recon.clock(), "task-1")
+
+
+def test_a_redelivered_beat_task_resumes_its_run_not_starts_a_second(recon: Recon) -> None:
+    """A beat task (no run id) killed mid-pass and redelivered under the same id finishes the
+    run its first copy started: one run, `done`, none left `running` or failed `abandoned`."""
+    _due_order(recon, "RB1")
+    _killed_pass(recon, None, "beat-1")
+    recon.clock.advance(seconds=601)
+    run_id = run_pass(recon.ctx(stale_run_after_s=600), task_id="beat-1")
+    with recon.sessions() as session:
+        assert [(r.id, r.state, r.claimed_by) for r in session.scalars(select(ReconcileRun))
+                ] == [(run_id, "done", "beat-1")]
+    assert recon.report(run_id)["resolved_by_poll"]["count"] == 1
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_a_run_running_under_another_task_is_never_taken_over(recon: Recon, queued: bool) -> None:
+    """A run `running` for another task id is a pass still running elsewhere: a duplicate
+    delivery of its queued task starts nothing, and a beat task leaves it alone (starting its
+    own run); the running run keeps its start and its task."""
+    started = recon.clock() - timedelta(seconds=60)
+    with recon.sessions.begin() as session:
+        session.add(run := ReconcileRun(started_at=started, state="running", report="{}",
+                                        claimed_by="task-1"))
+        session.flush()
+        run_id = run.id
+    with capture_logs() as logs:
+        ran = run_pass(recon.ctx(stale_run_after_s=600), run_id=run_id if queued else None,
+                       task_id="task-2")
+    with recon.sessions() as session:
+        runs = {r.id: (r.state, r.started_at, r.claimed_by)
+                for r in session.scalars(select(ReconcileRun))}
+    assert runs.pop(run_id) == ("running", started, "task-1")
+    assert runs == ({} if queued else {ran: ("done", recon.clock(), "task-2")})
+    assert "reconcile_run_resumed" not in [e["event"] for e in logs]
+
+
+def test_the_reconcile_task_runs_its_pass_under_its_own_task_id(
+    recon: Recon, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`workers.tasks.reconcile_pass` hands its Celery task id to the pass: delivered again
+    under the id of its killed first copy, it finishes that copy's run."""
+    from workers import runtime, tasks
+
+    _due_order(recon, "RW1")
+    (run_id,) = _add_runs(recon, {"posted": ("queued", recon.clock())}).values()
+    _killed_pass(recon, run_id, "celery-task-1")
+    recon.clock.advance(seconds=601)
+    ctx = recon.ctx(stale_run_after_s=600)
+    worker = runtime.Runtime(settings=Settings(), accounts=ctx.accounts,
+                             engine=recon.sessions.kw["bind"], sessions=recon.sessions,
+                             redis=recon.redis, _pass=ctx)
+    monkeypatch.setattr(runtime, "_current", worker)
+    monkeypatch.setenv("PAYHOOK_REDIS_URL", redis_url)  # the Celery app refuses to load without
+    task = tasks.reconcile_pass
+    task.push_request(id="celery-task-1")  # as a worker does for the delivery it runs
+    try:
+        assert task.run(run_id=run_id) == run_id
+    finally:
+        task.pop_request()
+    assert recon.report(run_id)["state"] == "done"
+
+
 def test_the_stale_run_bound_is_the_visibility_timeout() -> None:
     """The bound is the visibility timeout, which the task time limit (when a worker's pass is
     killed) stays below: a live pass is never taken for an abandoned one."""
@@ -177,9 +285,11 @@ def test_no_statement_a_pass_sends_to_the_runs_table_scans_it(recon: Recon) -> N
     event.listen(engine, "before_cursor_execute", capture)
     try:
         recon.pass_()
+        run_pass(recon.ctx(), task_id="beat-1")  # a task's pass looks for its own run first
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     assert any("started_at <" in statement for statement, _ in sent)
+    assert any("claimed_by =" in statement for statement, _ in sent)
     with engine.begin() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
