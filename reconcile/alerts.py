@@ -4,7 +4,6 @@ the low-credit warning, and the message builder that keeps secrets and customer 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ import redis
 import structlog
 
 from providers.errors import Transient
+from reconcile.outage import RedisCalls
 
 log = structlog.get_logger(__name__)
 
@@ -162,14 +162,18 @@ class Alerter:
         """The Redis key that claims `incident_key`."""
         return f"{self._prefix}:alert:{incident_key}"
 
-    async def alert(self, incident_key: str, message: str, ttl_s: int = 86400) -> bool:
+    async def alert(
+        self, incident_key: str, message: str, ttl_s: int = 86400,
+        calls: RedisCalls | None = None,
+    ) -> bool:
         """Send `message` unless this incident was already alerted within `ttl_s`; True if sent.
 
-        A failed send releases the claim (so a later pass tries again) and re-raises.
+        A failed send releases the claim (so a later pass tries again) and re-raises. Redis is
+        called through `calls` (a pass's, so an outage it found fails the claim at once).
         """
-        key, claim = self.key(incident_key), uuid.uuid4().hex
+        key, claim, calls = self.key(incident_key), uuid.uuid4().hex, calls or RedisCalls()
         try:
-            claimed = await asyncio.to_thread(self._redis.set, key, claim, nx=True, ex=ttl_s)
+            claimed = await calls.run(self._redis.set, key, claim, nx=True, ex=ttl_s)
         except redis.RedisError as exc:
             raise Transient(f"alert claim: {type(exc).__name__}") from exc
         if not claimed:
@@ -179,27 +183,29 @@ class Alerter:
             await self._sender.send(self._numbers, scrub(message, self._secrets))
         except BaseException:
             log.warning("alert_send_failed", incident=incident_key)
-            self._release_claim(key, claim)
+            self._release_claim(key, claim, calls)
             raise
         log.info("alert_sent", incident=incident_key, recipients=len(self._numbers))
         return True
 
-    def _release_claim(self, key: str, claim: str) -> None:
+    def _release_claim(self, key: str, claim: str, calls: RedisCalls) -> None:
         # Synchronous on purpose: this also runs while being cancelled. Deletes only our own
         # claim, so a claim that expired and was taken by another process is left alone.
         try:
-            self._release(keys=[key], args=[claim])
+            calls.call(self._release, keys=[key], args=[claim])
         except redis.RedisError as exc:
             log.warning("alert_release_failed", redis_key=key, error=type(exc).__name__)
 
     async def check_credit(
-        self, low_credit: Decimal, *, now: datetime | None = None
+        self, low_credit: Decimal, *, now: datetime | None = None,
+        calls: RedisCalls | None = None,
     ) -> CreditCheck:
-        """Poll the SMS credit; below `low_credit`, alert at most once per UTC day."""
+        """Poll the SMS credit; below `low_credit`, alert at most once per UTC day (see alert
+        for `calls`)."""
         credit = await self._sender.credit()
         if credit >= low_credit:
             return CreditCheck(credit=credit, low=False, alerted=False)
         day = (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
         message = build_alert("SMS credit low", figures={"credit": credit, "threshold": low_credit})
-        sent = await self.alert(f"low_credit:{day}", message, ttl_s=2 * 86400)
+        sent = await self.alert(f"low_credit:{day}", message, ttl_s=2 * 86400, calls=calls)
         return CreditCheck(credit=credit, low=True, alerted=sent)

@@ -78,7 +78,8 @@ async def query_all(
     the loop when the pass goes on, or ends. Once Redis is found out of reach, though, the
     orders not yet asked fail so at once (`RedisCalls`), not each after the client's retries;
     the next pass tries Redis again."""
-    round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency), RedisCalls(), breaker, budget)
+    round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency),
+                    ctx.redis_calls or RedisCalls(), breaker, budget)
     cut = 0
 
     async def one(account: Account, order: DueOrder) -> Answer:

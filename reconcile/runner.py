@@ -4,6 +4,10 @@ the SMS credit check.
 Synchronous at the top (the worker is), asynchronous for the provider queries, which run
 through `ctx.run`. The pass's run row (`reconcile.runs`) moves (queued →) running → done (or
 failed) with its report.
+
+Every Redis call of a pass (silence claims, breakers, query budgets, alert and credit claims)
+goes through one `RedisCalls`: once one finds Redis out of reach, the rest fail at once, with
+the outcome each would have had, instead of each paying the client's retries (seconds).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from dataclasses import replace
 
 import redis
 import structlog
@@ -21,6 +26,7 @@ from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.context import PassContext
 from reconcile.due import DueOrder, claim_due
+from reconcile.outage import RedisCalls, RedisDown
 from reconcile.poll import Answer, Polled, apply_answer, query_all
 from reconcile.report import AlertSpec, PassReport
 from reconcile.silence import find_silent, tighten
@@ -66,22 +72,25 @@ def run_pass(
 def _execute(
     ctx: PassContext, report: PassReport, provider: str | None, account: str | None
 ) -> None:
-    cfg = ctx.config
+    cfg, calls = ctx.config, RedisCalls()
     accounts = ctx.in_scope(provider, account)
     breaker = Breaker(ctx.redis, cfg.redis_prefix, failures=cfg.breaker_failures,
                       cooldown_s=cfg.breaker_cooldown_s)
-    _check_silence(ctx, report, accounts)
-    work = _claim(ctx, report, accounts, breaker)
-    answers = ctx.run(query_all(ctx, work, breaker, RateBudget(ctx.redis, cfg.redis_prefix)))
+    _check_silence(ctx, report, accounts, calls)
+    work = _claim(ctx, report, accounts, breaker, calls)
+    budget = RateBudget(ctx.redis, cfg.redis_prefix)  # the round shares the pass's calls
+    answers = ctx.run(query_all(replace(ctx, redis_calls=calls), work, breaker, budget))
     _apply(ctx, report, [a for a, _o in work], answers)
     for acct in accounts:
-        state = _breaker_state(breaker, acct.key)
+        state = _breaker_state(breaker, acct.key, calls)
         report.stats(acct.key).breaker = state.value if state is not None else "unknown"
     with ctx.sessions() as session:
         report.add_ledger_state(session, ctx.now())
-    _alert(ctx, report, report.alert_specs(ctx.now().date().isoformat()))
+    _alert(ctx, report, report.alert_specs(ctx.now().date().isoformat()), calls)
     if provider is None and account is None:
-        _check_credit(ctx, report)
+        _check_credit(ctx, report, calls)
+    if calls.down is not None:  # the calls it cut said nothing of their own
+        log.warning("reconcile_redis_down", error=calls.down)
     totals = {k: sum(getattr(s, k) for s in report.accounts.values())
               for k in ("claimed", "queried", "skipped")}
     log.info("reconcile_pass", accounts=len(accounts), resolved=report.resolved.count,
@@ -89,15 +98,19 @@ def _execute(
              unresolved=report.unresolved.count, silent=len(report.silence), **totals)
 
 
-def _check_silence(ctx: PassContext, report: PassReport, accounts: list[Account]) -> None:
+def _check_silence(
+    ctx: PassContext, report: PassReport, accounts: list[Account], calls: RedisCalls
+) -> None:
     cfg, now = ctx.config, ctx.now()
     with ctx.sessions.begin() as session:
         for found in find_silent(session, accounts, now, cfg.silence_window_s):
             try:
                 tightened = tighten(session, ctx.redis, cfg.redis_prefix, found, now,
-                                    window_s=cfg.silence_window_s,
+                                    window_s=cfg.silence_window_s, calls=calls,
                                     limit=cfg.silence_bring_forward, lease_s=cfg.claim_lease_s)
-            except redis.RedisError as exc:  # fails before it moves an order: reported as is
+            except RedisDown:  # fails before it moves an order: reported as is
+                tightened = found
+            except redis.RedisError as exc:
                 log.warning("silence_tighten_failed", account=f"{found.provider}/{found.account}",
                             error=type(exc).__name__)
                 tightened = found
@@ -107,13 +120,14 @@ def _check_silence(ctx: PassContext, report: PassReport, accounts: list[Account]
 
 
 def _claim(
-    ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker
+    ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker,
+    calls: RedisCalls,
 ) -> list[tuple[Account, DueOrder]]:
     work: list[tuple[Account, DueOrder]] = []
     now = ctx.now()
     for acct in accounts:
         stats = report.stats(acct.key)
-        state = _breaker_state(breaker, acct.key)
+        state = _breaker_state(breaker, acct.key, calls)
         if state is None:  # this account's failure, not the pass's: its orders stay due
             log.warning("account_skipped", account=acct.key, reason="redis")
             stats.errors["redis"] = 1
@@ -130,10 +144,12 @@ def _claim(
     return work
 
 
-def _breaker_state(breaker: Breaker, account_key: str) -> BreakerState | None:
+def _breaker_state(breaker: Breaker, account_key: str, calls: RedisCalls) -> BreakerState | None:
     """The account's breaker state, or None when Redis cannot tell."""
     try:
-        return breaker.state(account_key)
+        return calls.call(breaker.state, account_key)
+    except RedisDown:
+        return None
     except redis.RedisError as exc:
         log.warning("breaker_unavailable", account=account_key, error=type(exc).__name__)
         return None
@@ -165,7 +181,7 @@ def _apply(
         report.add_polled(key, polled)
 
 
-def _check_credit(ctx: PassContext, report: PassReport) -> None:
+def _check_credit(ctx: PassContext, report: PassReport, calls: RedisCalls) -> None:
     """CONTRACT §6: poll the SMS credit and alert (once a UTC day) when it is below `low_credit`.
 
     Beat runs a pass every minute, maybe on several machines: a Redis claim lets one pass in
@@ -177,14 +193,16 @@ def _check_credit(ctx: PassContext, report: PassReport) -> None:
     key = f"{ctx.config.redis_prefix}:sms_credit_polled"
     interval = ctx.config.credit_check_interval_s
     try:
-        if interval > 0 and not ctx.redis.set(key, "1", nx=True, ex=interval):
+        if interval > 0 and not calls.call(ctx.redis.set, key, "1", nx=True, ex=interval):
             return
-        check = ctx.run(alerter.check_credit(sms.low_credit, now=ctx.now()))
+        check = ctx.run(alerter.check_credit(sms.low_credit, now=ctx.now(), calls=calls))
     except Exception as exc:
         with contextlib.suppress(redis.RedisError):
-            ctx.redis.delete(key)
-        log.warning("sms_credit_check_failed", error=type(exc).__name__)
-        report.tail["sms_credit"] = {"error": type(exc).__name__}
+            calls.call(ctx.redis.delete, key)
+        # A call cut for an outage is named by the error that found it, as when it was made.
+        error = exc.cause if isinstance(exc, RedisDown) else type(exc).__name__
+        log.warning("sms_credit_check_failed", error=error)
+        report.tail["sms_credit"] = {"error": error}
         return
     if check.low:
         log.warning("sms_credit_low", credit=str(check.credit), threshold=str(sms.low_credit),
@@ -193,7 +211,8 @@ def _check_credit(ctx: PassContext, report: PassReport) -> None:
                                  "low": check.low, "alerted": check.alerted}
 
 
-def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec]) -> None:
+def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec], calls: RedisCalls
+           ) -> None:
     """Always a log line; an SMS per incident (once, across processes) when SMS is set up."""
     for spec in specs:
         log.warning("reconcile_alert", incident=spec.incident, message=spec.message)
@@ -203,7 +222,8 @@ def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec]) -> None
 
     async def send_all() -> list[bool | BaseException]:
         return await asyncio.gather(
-            *(alerter.alert(s.incident, s.message) for s in specs), return_exceptions=True
+            *(alerter.alert(s.incident, s.message, calls=calls) for s in specs),
+            return_exceptions=True,
         )
 
     for spec, result in zip(specs, ctx.run(send_all()), strict=True):

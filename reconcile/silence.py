@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ledger.models import Callback, Order
 from payhook.accounts import Account
 from reconcile.due import PENDING, bring_forward, scoped
+from reconcile.outage import RedisCalls
 
 #: How many of a provider's newest callbacks are read to find each account's latest.
 SCAN = 5000
@@ -106,13 +107,14 @@ def find_silent(
 
 def tighten(
     session: Session, client: redis.Redis, prefix: str, silence: Silence, now: datetime,
-    *, window_s: int, limit: int, lease_s: int,
+    *, window_s: int, limit: int, lease_s: int, calls: RedisCalls,
 ) -> Silence:
     """Make the silent account's oldest pending orders due now, once per silence (the same last
-    callback; a day at most) per account, leaving alone orders a pass holds (`lease_s`)."""
+    callback; a day at most) per account, leaving alone orders a pass holds (`lease_s`). The
+    once-claim goes through the pass's Redis calls (`calls`)."""
     heard = silence.last_callback_at.isoformat() if silence.last_callback_at else "never"
     key = f"{prefix}:silence:{silence.provider}/{silence.account}:{heard}"
-    if not client.set(key, now.isoformat(), nx=True, ex=max(window_s, _EPISODE_S)):
+    if not calls.call(client.set, key, now.isoformat(), nx=True, ex=max(window_s, _EPISODE_S)):
         return silence
     cutoff = now - timedelta(seconds=window_s)
     moved = bring_forward(

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -18,13 +21,17 @@ from structlog.testing import capture_logs
 from ledger.orders import OrderSpec, register_order
 from ledger.status import Kind
 from payhook.accounts import Accounts
+from payhook.embedded import EmbeddedRedis
 from providers.http import QueryHttp, RetryPolicy
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.due import DueOrder, claim_due
 from reconcile.poll import query_all
 from reconcile.runner import run_pass
+from reconcile.sms import SmsConfig
 from tests.reconcile.conftest import T0, Recon
+
+T = TypeVar("T")
 
 
 def test_a_permanent_query_error_reports_the_providers_code_made_printable(
@@ -101,27 +108,122 @@ def _due(number: str, account: str = "default") -> DueOrder:
                     "CNY", T0, 0)
 
 
+class Counting(redis.Connection):
+    """A real connection that counts its tries to connect (`tries`, shared by all)."""
+
+    tries = 0
+
+    def connect(self) -> None:
+        Counting.tries += 1
+        super().connect()
+
+
+def _counted_dead_redis() -> tuple[redis.Redis, int]:
+    """A client of a closed port whose tries to connect `Counting.tries` counts, and how many
+    tries one call makes (the count is reset to zero)."""
+    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
+                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
+    dead = redis.Redis(connection_pool=pool)
+    Counting.tries = 0
+    with pytest.raises(redis.ConnectionError):
+        dead.get("one call")
+    per_call, Counting.tries = Counting.tries, 0
+    return dead, per_call
+
+
+# SMS set up on a closed port: with Redis out of reach, no SMS call is made (each needs Redis
+# first), so none is waited for.
+_SMS_NEVER_REACHED = SmsConfig.model_validate(
+    {"base_url": "http://127.0.0.1:1", "username": "u", "password": "p", "api_key": "k",
+     "api_secret": "s", "account_code": "APP", "low_credit": "10",
+     "alert_numbers": ["601111330000"]})
+
+
+def test_a_pass_finds_redis_out_of_reach_once_not_once_per_call(recon: Recon) -> None:
+    """With Redis out of reach, a pass over three silent accounts with SMS alerts set up tries
+    to reach it once: the silence claims, the breakers (for the claim and the report), the
+    alerts and the credit check after the first fail at once, each with its outcome of today
+    (account skipped with its `redis` error, alert failed, credit check failed), and one line
+    says the pass found Redis down."""
+    names = ("default", "second", "third")
+    for name in names:
+        spec = OrderSpec("mtpay", name, f"RP-{name}", Kind.PAYMENT, 10000, "CNY",
+                         next_poll_at=recon.clock() + timedelta(seconds=900))
+        with recon.sessions.begin() as session:
+            register_order(session, spec, recon.clock())
+    recon.clock.advance(seconds=901)  # due, and silent: no callback ever
+    recon.sms = _SMS_NEVER_REACHED
+    ctx = recon.ctx()
+    accounts = {("mtpay", n): replace(recon.account(), name=n) for n in names}
+    dead, per_call = _counted_dead_redis()
+    try:
+        with capture_logs() as logs:
+            report = recon.report(run_pass(replace(ctx, redis=dead, alerter=None,
+                                                   accounts=Accounts(accounts, sms=recon.sms))))
+    finally:
+        dead.close()
+    assert Counting.tries == per_call
+    assert report["state"] == "done"
+    assert {key: (s["claimed"], s["errors"], s["breaker"])
+            for key, s in report["accounts"].items()} == {
+        f"mtpay/{n}": (0, {"redis": 1}, "unknown") for n in names}
+    assert [s["brought_forward"] for s in report["silence"]] == [0, 0, 0]
+    assert (report["alerts"]["failed"], report["alerts"]["sent"]) == (3, [])
+    assert report["sms_credit"] == {"error": "ConnectionError"}
+    assert [e["error"] for e in logs if e["event"] == "reconcile_redis_down"] == [
+        "ConnectionError"]
+    assert recon.mtpay.count() == 0
+
+
+def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pass(
+    recon: Recon, tmp_path: Path
+) -> None:
+    """The query round shares the pass's Redis calls: Redis lost once the orders are claimed
+    (its server stopped) is found by the round's first call, and the rest of the pass (the
+    breaker for the report, the credit check) tries it no more, each failing as before."""
+    dead, per_call = _counted_dead_redis()  # what one call to a closed port costs
+    dead.close()
+    server = EmbeddedRedis(tmp_path)
+    pool = redis.ConnectionPool.from_url(server.start(), connection_class=Counting,
+                                         retry=Retry(NoBackoff(), 0))
+    for n in range(3):
+        recon.register(f"RL{n}")
+    recon.clock.advance(seconds=901)
+    recon.sms = _SMS_NEVER_REACHED
+    ctx = replace(recon.ctx(silence_window_s=86400), redis=redis.Redis(connection_pool=pool),
+                  alerter=None)
+    recon.loop.set_default_executor(ThreadPoolExecutor(1))  # the round's calls one at a time
+
+    def stop_then_run(coro: Coroutine[Any, Any, T], /) -> T:
+        if server.process is not None:  # the first coroutine run is the query round
+            server.stop()
+            pool.disconnect()
+            Counting.tries = 0
+        return recon.run(coro)
+
+    try:
+        with capture_logs() as logs:
+            report = recon.report(run_pass(replace(ctx, run=stop_then_run)))
+    finally:
+        server.stop()
+        pool.disconnect()
+    assert Counting.tries == per_call
+    stats = report["accounts"]["mtpay/default"]
+    assert (stats["claimed"], stats["errors"], stats["breaker"]) == (
+        3, {"transient": 3}, "unknown")
+    assert report["sms_credit"] == {"error": "ConnectionError"}
+    assert [e["event"] for e in logs if e["event"] in (
+        "breaker_unavailable", "sms_credit_check_failed", "reconcile_redis_down")] == [
+        "sms_credit_check_failed", "reconcile_redis_down"]
+    assert recon.mtpay.count() == 0
+
+
 def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Recon) -> None:
     """Once a Redis call of the round has failed to reach Redis, every order not yet asked
     fails transient at once, without calling Redis (each call pays the client's retries,
     seconds, so a round of a hundred orders took minutes): with the round's Redis calls on one
     thread, one call of twenty orders' reaches Redis. One summary line names the outage."""
-    tries = 0
-
-    class Counting(redis.Connection):
-        """A real connection that counts its tries to connect."""
-
-        def connect(self) -> None:
-            nonlocal tries
-            tries += 1
-            super().connect()
-
-    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
-                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
-    dead = redis.Redis(connection_pool=pool)
-    with pytest.raises(redis.ConnectionError):
-        dead.get("one call")
-    per_call, tries = tries, 0
+    dead, per_call = _counted_dead_redis()
     work = [(recon.account(), _due(f"RD{n}")) for n in range(20)]
     recon.loop.set_default_executor(ThreadPoolExecutor(1))
     try:
@@ -131,7 +233,7 @@ def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Re
     finally:
         dead.close()
     assert [(a.error, a.code) for a in answers] == [("transient", "redis:ConnectionError")] * 20
-    assert tries == per_call
+    assert Counting.tries == per_call
     assert [(e["event"], e.get("orders_cut")) for e in logs if "redis" in e["event"]] == [
         ("poll_redis_failed", None), ("poll_redis_down", 19)]
     assert recon.mtpay.count() == 0
