@@ -6,9 +6,10 @@ The next pass to start fails, after `stale_run_after_s`, a run left `running` by
 A pass that outlives the bound and is abandoned still stores its real report (see finish).
 
 A run names the task running it (`claimed_by`). Redis redelivers a task whose worker died
-under the same id: that task takes over the run its dead first copy left `running` (see
-resume), where it would find the run taken and leave it to the sweep. A run `running` under
-another task's id is a pass still running elsewhere (a duplicate delivery), never run twice.
+under the same id: that task takes over the run its dead first copy left `running`, or that a
+sweep has failed as `abandoned` meanwhile (see resume), where it would find the run taken and
+leave it to the sweep. A run `running` under another task's id is a pass still running
+elsewhere (a duplicate delivery), never run twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from ledger.models import ReconcileRun
 from reconcile.context import PassContext
@@ -54,19 +55,24 @@ def abandon_stale(ctx: PassContext, now: datetime) -> None:
 
 
 def resume(ctx: PassContext, task_id: str, run_id: int | None, now: datetime) -> int | None:
-    """Take over the run (`run_id`, or beat's unnamed one) left `running` by this task's own
-    dead first copy; its id, or None when there is none.
+    """Take over the run (`run_id`, or beat's unnamed one) this task's own dead first copy
+    left; its id, or None when there is none.
 
-    One conditional UPDATE (running, and claimed by `task_id`), its start moved to now: the
-    pass starts over, and the sweep bounds it as any pass. Called before the sweep: a task is
-    redelivered after the visibility timeout, the sweep's bound, so the sweep would fail the
-    run first."""
-    where = [ReconcileRun.state == "running", ReconcileRun.claimed_by == task_id]
+    One conditional UPDATE (claimed by `task_id`, and `running` or failed as `abandoned`), its
+    start moved to now: the pass starts over, and the sweep bounds it as any pass. Called
+    before this pass's sweep: a task is redelivered after the visibility timeout, the sweep's
+    bound. Kombu looks for such tasks only every so often (every 100 s by default), so another
+    pass (beat's, every minute) has often failed the run as `abandoned` by then: a guess, which
+    the pass's real report replaces, as `finish` does for a pass that outlived the bound."""
+    left = or_(ReconcileRun.state == "running",
+               and_(ReconcileRun.state == "failed", ReconcileRun.report == ABANDONED))
+    where = [ReconcileRun.claimed_by == task_id, left]
     if run_id is not None:
         where.append(ReconcileRun.id == run_id)
     with ctx.sessions.begin() as session:
         taken = session.execute(
-            update(ReconcileRun).where(*where).values(started_at=now)
+            update(ReconcileRun).where(*where)
+            .values(state="running", started_at=now, finished_at=None, report="{}")
             .returning(ReconcileRun.id)
         ).scalars().first()
     if taken is not None:
