@@ -65,6 +65,26 @@ class TokenBucket:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    async def acquire_within(self, max_wait_s: float) -> bool:
+        """Wait, as `acquire`, for a token due within `max_wait_s`: True once it is ours; False
+        at once, taking none, if it would be due later."""
+        with self._mutex:
+            now = time.monotonic()
+            tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate_per_s)
+            delay = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
+            self._tokens, self._stamp = (tokens if delay > max_wait_s else tokens - 1.0), now
+        if delay > max_wait_s:
+            return False
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return True
+
+    def refund(self) -> None:
+        """Give back a token taken for a request that was not sent after all (the shared budget
+        refused it), so the requests after it do not wait for a turn nobody used."""
+        with self._mutex:
+            self._tokens = min(float(self.burst), self._tokens + 1.0)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
 
 import redis
 import structlog
@@ -21,9 +23,12 @@ from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
 from providers.errors import QueryError, QueryNotFound, Rejected
 from reconcile.budget import RateBudget
+from reconcile.outage import RedisCalls, RedisDown
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 # The reason of a callback whose confirming query its account's budget postponed.
 DEFERRED = "query:deferred"
 
@@ -95,7 +100,9 @@ def confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
     The budget (`query_rate_per_s`) is shared with reconciliation by every process, so callbacks
     to confirm (unsigned ones, which anybody can send) cannot drive the queries past the rate the
     provider allows. A query not granted within `confirm_wait_s` is deferred: its callback waits
-    for a later attempt, and this one does not count.
+    for a later attempt, and this one does not count. So is every query once a call of the batch
+    has found the budget's Redis out of reach: the rest are cut at once (`RedisCalls`), and the
+    batch logs one line for them.
     """
     if not verdicts:
         return
@@ -107,12 +114,12 @@ def confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
         if v.claimed.kind is not None:
             ref = OrderRef(ref.merchant_order_no, ref.provider_order_no, v.claimed.kind)
         asked.setdefault((v.account.key, ref), (v.account, []))[1].append(v)
-    budget = RateBudget(rt.redis, rt.recon_prefix)
-    until = time.time() + rt.settings.confirm_wait_limit_s
+    batch = _Batch(RateBudget(rt.redis, rt.recon_prefix),
+                   time.time() + rt.settings.confirm_wait_limit_s)
 
     async def all_of() -> list[list[ProviderEvent] | str]:
         return list(await asyncio.gather(
-            *(_ask(rt, budget, account, ref, until) for (_, ref), (account, _) in asked.items())
+            *(_ask(rt, batch, account, ref) for (_, ref), (account, _) in asked.items())
         ))
 
     deferred: dict[str, int] = {}
@@ -121,27 +128,76 @@ def confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
             deferred[key] = deferred.get(key, 0) + len(group)
         for v in group:
             _settle(rt, v, reply)
+    if batch.calls.down is not None:  # one line for the batch, not one per query
+        log.warning("confirm_redis_down", error=batch.calls.down, deferred=batch.unreached,
+                    retries_failed=batch.retries_unreached)
     if deferred:
         log.warning("confirm_deferred", reason="query_budget", by_account=deferred)
 
 
+@dataclass
+class _Batch:
+    """What the confirming queries of one batch share: the budget, the deadline of any wait for
+    it, and the Redis calls, cut short once one finds Redis out of reach (each would otherwise
+    pay the client's retries, seconds, and a batch holds its worker until the last is done)."""
+
+    budget: RateBudget
+    until: float  # on the budget's clock
+    calls: RedisCalls = field(default_factory=RedisCalls)
+    reached: bool = False  # a call has reached Redis
+    first: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unreached: int = 0  # queries deferred because Redis was out of reach
+    retries_unreached: int = 0  # queries failed charging a retry, for the same reason
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`calls.run`, one call at a time until one has reached Redis: with Redis out of reach
+        only the first pays the client's retries, not every query started alongside it."""
+        if not self.reached:
+            async with self.first:
+                if not self.reached:
+                    result = await self.calls.run(fn, *args, **kwargs)
+                    self.reached = True
+                    return result
+        return await self.calls.run(fn, *args, **kwargs)
+
+
+async def _granted(rt: Runtime, batch: _Batch, key: str, rate: float) -> bool:
+    """Whether a query of `key` may go out: its turn in this process's pace first, then its
+    unit of the shared budget, right before it is sent (a unit taken before the pace's wait
+    could be spent in a later window, with other waiters', in a burst over the rate). False
+    when neither is to be had by the batch's deadline, or Redis cannot grant the unit."""
+    if batch.calls.down is not None:
+        batch.unreached += 1
+        return False
+    pace = rt.http.bucket(key, rate)
+    if not await pace.acquire_within(batch.until - time.time()):
+        return False
+    try:
+        if await batch.budget.acquire(key, rate, until=batch.until, run=batch.run):
+            return True
+    except (redis.ConnectionError, redis.TimeoutError):
+        batch.unreached += 1  # told once for the batch, by `confirm`
+    except redis.RedisError as exc:  # about one key (a wrong type): cuts nothing
+        log.warning("query_budget_unavailable", account=key, error=type(exc).__name__)
+    # No budget to be had is no grant: deferring counts no attempt, so a Redis outage cannot
+    # make genuine callbacks `dead`, nor let a flood past the provider's rate. Nothing is sent,
+    # so the pace's turn goes back.
+    pace.refund()
+    return False
+
+
 async def _ask(
-    rt: Runtime, budget: RateBudget, account: Account, ref: OrderRef, until: float
+    rt: Runtime, batch: _Batch, account: Account, ref: OrderRef
 ) -> list[ProviderEvent] | str:
     """The provider's events about `ref` ([] when it does not know the order), or the
     transient reason there are none yet (`DEFERRED` when the budget granted no query)."""
-    try:
-        if not await budget.acquire(account.key, account.config.query_rate_per_s, until=until):
-            return DEFERRED
-    except redis.RedisError as exc:
-        # No budget to be had is no grant: deferring counts no attempt, so a Redis outage
-        # cannot make genuine callbacks `dead`, nor let a flood past the provider's rate.
-        log.warning("query_budget_unavailable", account=account.key, error=type(exc).__name__)
-        return DEFERRED
     key, rate = account.key, account.config.query_rate_per_s
+    if not await _granted(rt, batch, key, rate):
+        return DEFERRED
     # A retry is charged too; with none to be had by `until`, the query fails transient.
-    transport = rt.transport(account.provider.name, account.name,
-                             lambda: budget.acquire(key, rate, until=until))
+    transport = rt.http.for_account(
+        key, rate, lambda: batch.budget.acquire(key, rate, until=batch.until, run=batch.run),
+        paced=True)
     try:
         return await account.provider.query(
             transport, account.config, ref, int(datetime.now(UTC).timestamp() * 1000)
@@ -152,9 +208,13 @@ async def _ask(
         # The code is the provider's text: only printable ASCII of it reaches the reason column
         # (a NUL in it would fail the batch's shared write, and so every neighbour's).
         return f"query:{type(exc).__name__}:{exc.safe_code}"[:64]
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # A retry's charge, after the provider was asked: the attempt counts, but it is Redis
+        # that failed, not the adapter (told once for the batch, by `confirm`).
+        batch.retries_unreached += 1
+        cause = exc.cause if isinstance(exc, RedisDown) else type(exc).__name__
+        return f"query:redis:{cause}"[:64]
     except redis.RedisError as exc:
-        # A retry's charge to the budget, after the provider was asked: the attempt counts, but
-        # it is Redis that failed, not the adapter.
         log.warning("query_budget_unavailable", account=account.key,
                     order=ref.merchant_order_no, error=type(exc).__name__, charging="retry")
         return f"query:redis:{type(exc).__name__}"[:64]

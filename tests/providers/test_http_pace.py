@@ -52,6 +52,23 @@ def test_token_bucket_waits_instead_of_spinning() -> None:
     assert bucket.reserve() == pytest.approx(0.5, abs=0.02)
 
 
+def test_a_turn_due_too_late_is_refused_at_once_and_takes_no_token() -> None:
+    """`acquire_within` takes a token due within its bound (waiting for it), and refuses one due
+    later at once, leaving the bucket as it was; a token refunded is there for the next caller."""
+    bucket = TokenBucket(rate_per_s=4.0, burst=1)
+
+    async def turns() -> list[bool]:
+        return [await bucket.acquire_within(0.0), await bucket.acquire_within(0.1),
+                await bucket.acquire_within(0.1), await bucket.acquire_within(0.3)]
+
+    assert asyncio.run(turns()) == [True, False, False, True]
+    assert bucket.reserve() == pytest.approx(0.25, abs=0.05)  # one queued caller: no more
+    for _ in range(3):
+        bucket.refund()
+    assert bucket.reserve() == 0.0  # refunds fill the bucket up to `burst`, never past it
+    assert bucket.reserve() == pytest.approx(0.25, abs=0.05)
+
+
 def test_each_retry_is_charged_to_the_shared_query_budget(redis_url: str) -> None:
     """A retry is one more query to the provider: it takes its unit of the account's budget
     every process shares (the caller took the first attempt's), so a provider failing under

@@ -1,5 +1,5 @@
 """Confirming a callback by query in a worker: what a failure of the shared query budget's
-Redis during the query is taken for."""
+Redis is taken for, and when a query takes its unit of the budget."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from ledger.db import make_engine, make_sessionmaker
@@ -18,7 +21,7 @@ from payhook.accounts import Account, Accounts
 from payhook.settings import Settings
 from providers import registry
 from providers.base import ProviderEvent, Trust
-from providers.http import QueryHttp, RetryPolicy
+from providers.http import QueryHttp, RetryPolicy, TokenBucket
 from providers.mtpay import MTPayAccount
 from reconcile.budget import RateBudget
 from tests.conftest import queue_name
@@ -30,7 +33,7 @@ from tests.reconcile.harness import (
     ThreadServer,
     create_mtpay_app,
 )
-from workers.judging import Verdict, confirm
+from workers.judging import DEFERRED, Verdict, confirm
 from workers.runtime import Runtime
 
 
@@ -94,3 +97,95 @@ def test_a_budget_redis_error_charging_a_retry_is_logged_as_redis_not_as_an_adap
     assert (failed["error"], failed["charging"]) == ("ResponseError", "retry")
     assert (verdict.transient, verdict.deferred) == ("query:redis:ResponseError", False)
     assert state.count("CF1") == 1
+
+
+def _claims(runtime: Runtime, count: int) -> list[Verdict]:
+    """`count` callbacks to confirm, each claiming its own order."""
+    account = runtime.accounts.get("mtpay", "default")
+    return [
+        Verdict(callback_id=n, attempts=1, account=account,
+                claimed=ProviderEvent(f"CF{n}", f"e{n}", "SUCCESS", Status.SUCCEEDED,
+                                      Decimal("100.00"), "CNY", trust=Trust.CONFIRM_BY_QUERY))
+        for n in range(count)
+    ]
+
+
+def test_redis_out_of_reach_is_found_once_per_batch_not_once_per_query(
+    runtime: Runtime, mtpay: tuple[MTPayState, str],
+) -> None:
+    """With the budget's Redis out of reach, one call of a batch of forty distinct orders tries
+    to reach it, and every callback is deferred, its attempt not counted, in one log line: each
+    query paid the client's retries (seconds) on its own, so a batch held its worker for many
+    times that."""
+    tries = 0
+
+    class Counting(redis.Connection):
+        """A real connection that counts its tries to connect."""
+
+        def connect(self) -> None:
+            nonlocal tries
+            tries += 1
+            super().connect()
+
+    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
+                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
+    runtime.redis.close()
+    runtime.redis = redis.Redis(connection_pool=pool)
+    with pytest.raises(redis.ConnectionError):
+        runtime.redis.get("one call")
+    per_call, tries = tries, 0
+    fast = MTPayAccount.model_validate({"base_url": mtpay[1], "access_key": ACCESS_KEY,
+                                        "secret_key": SECRET_KEY, "query_rate_per_s": 1000})
+    runtime.accounts = Accounts({("mtpay", "default"): Account(registry.get("mtpay"), "default",
+                                                               fast)})
+    verdicts = _claims(runtime, 40)
+    with capture_logs() as logs:
+        confirm(runtime, verdicts)
+    assert tries == per_call
+    assert {(v.transient, v.deferred, v.counted) for v in verdicts} == {(DEFERRED, True, 0)}
+    assert [(e["event"], e.get("deferred")) for e in logs if e["log_level"] != "debug"] == [
+        ("confirm_redis_down", 40), ("confirm_deferred", None)]
+    assert mtpay[0].count() == 0
+
+
+def test_a_confirming_query_takes_its_budget_unit_after_its_turn_in_the_bucket(
+    runtime: Runtime, mtpay: tuple[MTPayState, str],
+) -> None:
+    """A confirming query waits its turn in this process's token bucket first and takes its
+    unit of the shared budget (a Redis INCR) only then, right before it is sent: a unit taken
+    before that wait could be spent in a later window, with other waiters', in a burst."""
+    events: list[str] = []
+
+    class RecordingBucket(TokenBucket):
+        async def acquire(self) -> None:
+            events.append("bucket")
+            await super().acquire()
+
+        async def acquire_within(self, max_wait_s: float) -> bool:
+            events.append("bucket")
+            return await super().acquire_within(max_wait_s)
+
+    class RecordingHttp(QueryHttp):
+        def bucket(self, key: str, rate_per_s: float) -> TokenBucket:
+            return self._recording
+
+        _recording = RecordingBucket(1000)
+
+    class Recording(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            packed = command if isinstance(command, list) else [command]
+            if any(b"\r\nINCRBY\r\n" in bytes(part) for part in packed):  # the budget's take
+                events.append("take")
+            super().send_packed_command(command, check_health)
+
+    state, _url = mtpay
+    state.set("CF0", "SUCCESS")
+    state.on_query = lambda: events.append("sent")
+    runtime.http = RecordingHttp(retry=RetryPolicy(attempts=1))
+    runtime.redis.close()
+    runtime.redis = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+        runtime.settings.redis_url, connection_class=Recording))
+    (verdict,) = _claims(runtime, 1)
+    confirm(runtime, [verdict])
+    assert (verdict.transient, [e.status for e in verdict.events]) == (None, [Status.SUCCEEDED])
+    assert events == ["bucket", "take", "sent"]
