@@ -33,6 +33,10 @@ class RateBudget:
         self._prefix = prefix
         self._clock = clock
 
+    def now(self) -> float:
+        """This budget's clock: the one an `acquire` deadline is a time on."""
+        return self._clock()
+
     def key(self, account_key: str, slot: int) -> str:
         return f"{self._prefix}:rate:{account_key}:{slot}"
 

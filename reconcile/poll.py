@@ -10,7 +10,7 @@ its backoff, so it is not asked again at every lease as if the pass had failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -169,10 +169,7 @@ async def _record(round_: _Round, key: str, answer: Answer) -> None:
 async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
     key, rate = account.key, account.config.query_rate_per_s
-
-    def charge_retry() -> Awaitable[bool]:  # waited for in the query's slot, as its backoff is
-        return round_.budget.acquire(key, rate, run=round_.calls.run)
-
+    charge_retry = _RetryCharge(round_, key, rate)
     transport = round_.ctx.http.for_account(key, rate, charge_retry, paced=True)
     now_ms = int(round_.ctx.now().timestamp() * 1000)
     try:
@@ -180,7 +177,8 @@ async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     except QueryNotFound as exc:
         return Answer(order, error="not_found", code=exc.safe_code)
     except QueryTransient as exc:
-        return Answer(order, error="transient", code=exc.safe_code)
+        code = "query:budget" if charge_retry.refused else exc.safe_code
+        return Answer(order, error="transient", code=code)
     except QueryAuth as exc:
         return Answer(order, error="auth", code=exc.safe_code)
     except QueryError as exc:  # QueryPermanent: the provider's code says why, for the report
@@ -196,6 +194,26 @@ async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
         # MonetaPay answers an unknown order with an empty list; an open VA may have none yet.
         return Answer(order, error="not_found", code="empty_reply")
     return Answer(order, events=events)
+
+
+@dataclass
+class _RetryCharge:
+    """Charges a query's retries to its account's budget. Waited for in the query's slot, as its
+    backoff is, so never longer than the transport's longest backoff (`backoff_max_s`): a spent
+    account (a low rate's window is seconds long) would hold the slot, and the pass, for it.
+    Refused, the query fails transient (`query:budget`) and its order is asked again later."""
+
+    round_: _Round
+    key: str
+    rate: float
+    refused: bool = False
+
+    async def __call__(self) -> bool:
+        budget = self.round_.budget
+        until = budget.now() + self.round_.ctx.http.retry.backoff_max_s
+        granted = await budget.acquire(self.key, self.rate, until=until, run=self.round_.calls.run)
+        self.refused = not granted
+        return granted
 
 
 def apply_answer(

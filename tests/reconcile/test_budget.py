@@ -7,6 +7,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 import redis
@@ -133,3 +134,61 @@ def test_queries_waiting_for_a_slot_hold_no_budget_and_never_burst(recon: Recon)
     per_window = Counter(int(t) for t in recon.mtpay.arrivals)
     assert sum(per_window.values()) == processes * per_process
     assert max(per_window.values()) <= rate + 1, sorted(per_window.items())
+
+
+def _retry_finds_the_budget_spent(recon: Recon) -> None:
+    """Two due orders of a 1/s account; the first query is answered 503, and as it arrives the
+    budget's current and next windows are spent elsewhere. Each query's retry may wait for a
+    unit 0.05 s (`backoff_max_s`); this process's pace lets each query and retry out at once."""
+    recon.rate = 1.0
+    recon.http = QueryHttp(retry=RetryPolicy(attempts=2, backoff_base_s=0.01, backoff_max_s=0.05),
+                           burst=3)
+    for number in ("RC1", "RC2"):
+        recon.register(number)
+        recon.mtpay.set(number, "SUCCESS")
+    recon.clock.advance(seconds=901)
+    budget, state = RateBudget(recon.redis, recon.prefix), recon.mtpay
+    length, allowed = window(recon.rate)
+    state.unavailable = True  # to the first query only
+
+    def first_query_spends_the_next_windows() -> None:
+        if len(state.queries) > 1:
+            state.unavailable = False
+            return
+        now = int(time.time() // length)
+        for slot in (now, now + 1):
+            recon.redis.set(budget.key("mtpay/default", slot), allowed, ex=30)
+
+    state.on_query = first_query_spends_the_next_windows
+
+
+def test_a_retry_without_budget_in_time_fails_its_query_and_frees_its_slot(recon: Recon) -> None:
+    """A query whose retry can get no unit of the budget within the transport's longest backoff
+    fails transient for this pass, its order still due and not counted an attempt, and gives
+    its one slot back: the pass's other order is queried. The retry's charge had no deadline:
+    it held the slot, and the pass, until a window had room, a whole window of a low rate's."""
+    _retry_finds_the_budget_spent(recon)
+    report = recon.pass_(concurrency=1)
+    assert sorted(recon.mtpay.queries) == ["RC1", "RC2"]  # the first one's retry never went out
+    first, second = recon.mtpay.queries
+    assert report["accounts"]["mtpay/default"]["errors"] == {"transient": 1}
+    assert [o["order"] for o in report["resolved_by_poll"]["orders"]] == [f"mtpay/default/{second}"]
+    failed = recon.order(first)
+    assert (failed.status, failed.poll_attempts) == ("pending", 0)
+    assert failed.next_poll_at == recon.clock() + timedelta(seconds=recon.config.claim_lease_s)
+
+
+def test_a_retry_refused_its_budget_is_told_apart_from_the_providers_failure(
+    recon: Recon,
+) -> None:
+    """The query whose retry the budget refused answers transient with the code `query:budget`,
+    not the provider's last failure (`http_503`), which a retry might have cured."""
+    _retry_finds_the_budget_spent(recon)
+    with recon.sessions.begin() as session:
+        due = claim_due(session, recon.clock(), limit=10, lease_s=600)
+    answers = recon.run(query_all(recon.ctx(concurrency=1), [(recon.account(), o) for o in due],
+                                  Breaker(recon.redis, recon.prefix),
+                                  RateBudget(recon.redis, recon.prefix)))
+    first = recon.mtpay.queries[0]
+    assert sorted((a.order.merchant_order_no == first, a.error, a.code) for a in answers) == [
+        (False, None, ""), (True, "transient", "query:budget")]
