@@ -144,21 +144,16 @@ class _Batch:
     budget: RateBudget
     until: float  # on the budget's clock
     calls: RedisCalls = field(default_factory=RedisCalls)
-    reached: bool = False  # a call has reached Redis
-    first: asyncio.Lock = field(default_factory=asyncio.Lock)
+    one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock)
     unreached: int = 0  # queries deferred because Redis was out of reach
     retries_unreached: int = 0  # queries failed charging a retry, for the same reason
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """`calls.run`, one call at a time until one has reached Redis: with Redis out of reach
-        only the first pays the client's retries, not every query started alongside it."""
-        if not self.reached:
-            async with self.first:
-                if not self.reached:
-                    result = await self.calls.run(fn, *args, **kwargs)
-                    self.reached = True
-                    return result
-        return await self.calls.run(fn, *args, **kwargs)
+        """`calls.run`, one call at a time: while Redis answers each is a round trip, and once
+        it is out of reach only the first pays the client's retries, not every call started
+        alongside it (on threads, those would each try before any had failed)."""
+        async with self.one_at_a_time:
+            return await self.calls.run(fn, *args, **kwargs)
 
 
 async def _granted(rt: Runtime, batch: _Batch, key: str, rate: float) -> bool:

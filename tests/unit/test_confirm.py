@@ -148,6 +148,63 @@ def test_redis_out_of_reach_is_found_once_per_batch_not_once_per_query(
     assert mtpay[0].count() == 0
 
 
+def test_redis_lost_while_retries_are_charged_is_found_once_per_batch(
+    runtime: Runtime, mtpay: tuple[MTPayState, str],
+) -> None:
+    """Redis lost as the batch's first query reaches the provider (which answers 503): the
+    retries' charges go through the batch's Redis calls too, so one call tries to reach it and
+    cuts every other. Each callback is then transient as Redis's failure (asked, so counted) or
+    deferred (not yet asked), told in one line."""
+    tries, gone = 0, False
+
+    class Losing(redis.Connection):
+        """A real connection to the test's Redis that, once it is `gone`, connects to a port
+        where nobody listens (refused at once), counting its tries there."""
+
+        def _connect(self) -> Any:  # the socket's: however the client came to connect
+            nonlocal tries
+            tries += self.port == 1
+            return super()._connect()
+
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            if gone and self.port != 1:
+                self.disconnect()
+                self.port = 1
+            super().send_packed_command(command, check_health)
+
+    def pool(url: str) -> redis.Redis:
+        return redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            url, connection_class=Losing, retry=Retry(NoBackoff(), 0)))
+
+    with pytest.raises(redis.ConnectionError):
+        pool("redis://127.0.0.1:1/0").get("one call")
+    per_call, tries = tries, 0
+
+    def lost() -> None:
+        nonlocal gone
+        gone = True
+
+    state, url = mtpay
+    state.unavailable, state.on_query = True, lost
+    runtime.accounts = Accounts({("mtpay", "default"): Account(
+        registry.get("mtpay"), "default", MTPayAccount.model_validate(
+            {"base_url": url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+             "query_rate_per_s": 1000}))})
+    runtime.redis.close()
+    runtime.redis = pool(runtime.settings.redis_url)
+    verdicts = _claims(runtime, 10)
+    with capture_logs() as logs:
+        confirm(runtime, verdicts)
+    assert tries == per_call
+    asked = [v for v in verdicts if not v.deferred]
+    assert asked
+    assert {(v.transient, v.counted) for v in asked} == {("query:redis:ConnectionError", 1)}
+    assert {(v.transient, v.counted) for v in verdicts if v.deferred} <= {(DEFERRED, 0)}
+    (down,) = [e for e in logs if e["event"] == "confirm_redis_down"]
+    assert (down["retries_failed"], down["deferred"]) == (len(asked), 10 - len(asked))
+    assert state.count() == len(asked)
+
+
 def test_a_confirming_query_takes_its_budget_unit_after_its_turn_in_the_bucket(
     runtime: Runtime, mtpay: tuple[MTPayState, str],
 ) -> None:
