@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ledger import booking
 from ledger.db import insert_ignore
-from ledger.fields import EventError, check_fields, storable_text
+from ledger.fields import check_fields
 from ledger.models import Order, OrderEvent, Payment, ProviderEventSeen
 from ledger.money import to_minor
 from ledger.status import Decision, Kind, Outcome, Status, decide, strongest
@@ -268,8 +268,3 @@ def _history(
         },
     )
 
-
-__all__ = [
-    "Applied", "Decision", "EventError", "Incoming", "apply_event", "check_fields", "flag_order",
-    "lock_orders", "storable_text",
-]

@@ -20,7 +20,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.apply import EventError, apply_event, flag_order
+from ledger.apply import apply_event, flag_order
+from ledger.fields import EventError
 from ledger.models import Order
 from ledger.money import AmountError
 from ledger.status import Kind, Outcome, Status

@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 import redis
 import structlog
 
-from ledger.apply import EventError, check_fields
+from ledger.fields import EventError, check_fields
 from ledger.models import Callback
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust

@@ -33,7 +33,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ledger.apply import EventError, OrderKey, apply_event, lock_orders
+from ledger.apply import OrderKey, apply_event, lock_orders
+from ledger.fields import EventError
 from ledger.models import NON_FINAL, Callback, Order
 from ledger.money import AmountError
 from ledger.status import Outcome, strongest

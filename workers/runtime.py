@@ -20,8 +20,7 @@ from ledger.db import make_engine, make_sessionmaker
 from payhook.accounts import Accounts, load_accounts
 from payhook.broker import redis_url
 from payhook.settings import Settings, load_settings
-from providers.base import QueryTransport
-from providers.http import Charge, QueryHttp
+from providers.http import QueryHttp
 from reconcile.context import PassContext, ReconcileConfig, recon_prefix
 
 T = TypeVar("T")
@@ -45,13 +44,6 @@ class Runtime:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
-
-    def transport(
-        self, provider: str, account: str, charge_retry: Charge | None = None
-    ) -> QueryTransport:
-        acct = self.accounts.get(provider, account)
-        rate = acct.config.query_rate_per_s if acct else 5.0
-        return self.http.for_account(f"{provider}/{account}", rate, charge_retry)
 
     @property
     def recon_prefix(self) -> str:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 
 import payhook.logs
-from ledger.apply import EventError, Incoming, check_fields
+from ledger.apply import Incoming
+from ledger.fields import EventError, check_fields
 from ledger.money import format_minor, to_minor
 from ledger.status import Kind, Outcome, Status, decide
 from payhook.logs import MASK, is_secret, mask_text, redact
