@@ -5,6 +5,7 @@ retries with exponential backoff and full jitter, and a per-account token-bucket
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import threading
@@ -51,13 +52,21 @@ class TokenBucket:
 
     def reserve(self) -> float:
         """Take one token; the seconds to wait before using it (0 when one was available)."""
+        delay = self._take(math.inf)
+        assert delay is not None  # no token is due later than that
+        return delay
+
+    def _take(self, max_wait_s: float) -> float | None:
+        """Take one token due within `max_wait_s`: the seconds to wait before using it, or None,
+        taking none, if it would be due later."""
         with self._mutex:
             now = time.monotonic()
-            elapsed = now - self._stamp
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_s)
+            tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate_per_s)
+            delay = max(0.0, (1.0 - tokens) / self.rate_per_s)
             self._stamp = now
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
+            taken = delay <= max_wait_s
+            self._tokens = tokens - 1.0 if taken else tokens
+            return delay if taken else None
 
     async def acquire(self) -> None:
         """Wait (sleeping, never spinning) until a token is ours."""
@@ -68,12 +77,8 @@ class TokenBucket:
     async def acquire_within(self, max_wait_s: float) -> bool:
         """Wait, as `acquire`, for a token due within `max_wait_s`: True once it is ours; False
         at once, taking none, if it would be due later."""
-        with self._mutex:
-            now = time.monotonic()
-            tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate_per_s)
-            delay = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
-            self._tokens, self._stamp = (tokens if delay > max_wait_s else tokens - 1.0), now
-        if delay > max_wait_s:
+        delay = self._take(max_wait_s)
+        if delay is None:
             return False
         if delay > 0:
             await asyncio.sleep(delay)
