@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from payhook.accounts import Account, Accounts
 from providers.http import QueryHttp
 from reconcile.alerts import Alerter
-from reconcile.outage import RedisCalls
 from reconcile.sms import Sssms88Client
 
 T = TypeVar("T")
@@ -110,10 +109,6 @@ class PassContext:
     now: Callable[[], datetime] = utc_now
     #: None: built from `accounts.sms` when SMS is configured, else alerts are log lines only.
     alerter: Alerter | None = None
-    #: The running pass's Redis calls, cut short once one finds Redis out of reach: set by the
-    #: runner for each pass, so its query round shares them. None outside a pass (a context
-    #: lives as long as its process; a round with none makes its own).
-    redis_calls: RedisCalls | None = None
 
     def __post_init__(self) -> None:
         sms = self.accounts.sms

@@ -25,16 +25,22 @@ class RedisDown(redis.ConnectionError):
 
 
 class RedisCalls:
-    """Runs Redis calls on threads until one fails to reach Redis; every later call raises
-    `RedisDown` at once. One per round, so the next round tries Redis again. An error about one
-    key (`ResponseError`: a key of the wrong type) is that call's own, and cuts nothing."""
+    """Runs Redis calls until one fails to reach Redis; every later call raises `RedisDown` at
+    once. One per round (a pass, a batch of confirming queries), so the next tries Redis again.
+    An error about one key (`ResponseError`: a key of the wrong type) is that call's own, and
+    cuts nothing."""
 
     def __init__(self) -> None:
         self.down: str | None = None  # the error that found Redis out of reach
+        self._one_at_a_time = asyncio.Lock()
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """`fn(*args, **kwargs)` on a thread (for a caller on an event loop)."""
-        return await asyncio.to_thread(self.call, functools.partial(fn, *args, **kwargs))
+        """`fn(*args, **kwargs)` on a thread (for a caller on an event loop), one call at a time:
+        while Redis answers each is a round trip, and once it is out of reach only the first
+        pays the client's retries, not every call started alongside it (on threads, those would
+        each try before any had failed)."""
+        async with self._one_at_a_time:
+            return await asyncio.to_thread(self.call, functools.partial(fn, *args, **kwargs))
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` here, unless Redis was found out of reach already."""

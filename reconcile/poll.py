@@ -70,17 +70,18 @@ class Polled:
 
 async def query_all(
     ctx: PassContext, work: Sequence[tuple[Account, DueOrder]], breaker: Breaker,
-    budget: RateBudget,
+    budget: RateBudget, calls: RedisCalls | None = None,
 ) -> list[Answer]:
     """Query every order, at most `concurrency` at once; the answers in input order.
 
     One order's failure is its own answer, never the pass's: a Redis error (budget, breaker)
     is that order's transient failure, and every query is awaited, so none is left running on
     the loop when the pass goes on, or ends. Once Redis is found out of reach, though, the
-    orders not yet asked fail so at once (`RedisCalls`), not each after the client's retries;
-    the next pass tries Redis again."""
-    round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency),
-                    ctx.redis_calls or RedisCalls(), breaker, budget)
+    orders not yet asked fail so at once (`calls`: the pass's, whose earlier calls may have found
+    it so already; a round of its own otherwise), not each after the client's retries; the next
+    pass tries Redis again."""
+    round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency), calls or RedisCalls(),
+                    breaker, budget)
     cut = 0
 
     async def one(account: Account, order: DueOrder) -> Answer:

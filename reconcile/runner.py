@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from dataclasses import replace
 
 import redis
 import structlog
@@ -78,8 +77,8 @@ def _execute(
                       cooldown_s=cfg.breaker_cooldown_s)
     _check_silence(ctx, report, accounts, calls)
     work = _claim(ctx, report, accounts, breaker, calls)
-    budget = RateBudget(ctx.redis, cfg.redis_prefix)  # the round shares the pass's calls
-    answers = ctx.run(query_all(replace(ctx, redis_calls=calls), work, breaker, budget))
+    budget = RateBudget(ctx.redis, cfg.redis_prefix)
+    answers = ctx.run(query_all(ctx, work, breaker, budget, calls))
     _apply(ctx, report, [a for a, _o in work], answers)
     for acct in accounts:
         state = _breaker_state(breaker, acct.key, calls)

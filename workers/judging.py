@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
 
 import redis
 import structlog
@@ -27,8 +25,6 @@ from reconcile.outage import RedisCalls, RedisDown
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 # The reason of a callback whose confirming query its account's budget postponed.
 DEFERRED = "query:deferred"
 
@@ -144,16 +140,8 @@ class _Batch:
     budget: RateBudget
     until: float  # on the budget's clock
     calls: RedisCalls = field(default_factory=RedisCalls)
-    one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock)
     unreached: int = 0  # queries deferred because Redis was out of reach
     retries_unreached: int = 0  # queries failed charging a retry, for the same reason
-
-    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """`calls.run`, one call at a time: while Redis answers each is a round trip, and once
-        it is out of reach only the first pays the client's retries, not every call started
-        alongside it (on threads, those would each try before any had failed)."""
-        async with self.one_at_a_time:
-            return await self.calls.run(fn, *args, **kwargs)
 
 
 async def _granted(rt: Runtime, batch: _Batch, key: str, rate: float) -> bool:
@@ -168,7 +156,7 @@ async def _granted(rt: Runtime, batch: _Batch, key: str, rate: float) -> bool:
     if not await pace.acquire_within(batch.until - time.time()):
         return False
     try:
-        if await batch.budget.acquire(key, rate, until=batch.until, run=batch.run):
+        if await batch.budget.acquire(key, rate, until=batch.until, run=batch.calls.run):
             return True
     except (redis.ConnectionError, redis.TimeoutError):
         batch.unreached += 1  # told once for the batch, by `confirm`
@@ -191,7 +179,7 @@ async def _ask(
         return DEFERRED
     # A retry is charged too; with none to be had by `until`, the query fails transient.
     transport = rt.http.for_account(
-        key, rate, lambda: batch.budget.acquire(key, rate, until=batch.until, run=batch.run),
+        key, rate, lambda: batch.budget.acquire(key, rate, until=batch.until, run=batch.calls.run),
         paced=True)
     try:
         return await account.provider.query(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -192,7 +191,6 @@ def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pa
     recon.sms = _SMS_NEVER_REACHED
     ctx = replace(recon.ctx(silence_window_s=86400), redis=redis.Redis(connection_pool=pool),
                   alerter=None)
-    recon.loop.set_default_executor(ThreadPoolExecutor(1))  # the round's calls one at a time
 
     def stop_then_run(coro: Coroutine[Any, Any, T], /) -> T:
         if server.process is not None:  # the first coroutine run is the query round
@@ -221,11 +219,10 @@ def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pa
 def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Recon) -> None:
     """Once a Redis call of the round has failed to reach Redis, every order not yet asked
     fails transient at once, without calling Redis (each call pays the client's retries,
-    seconds, so a round of a hundred orders took minutes): with the round's Redis calls on one
-    thread, one call of twenty orders' reaches Redis. One summary line names the outage."""
+    seconds, so a round of a hundred orders took minutes): the round makes its Redis calls one
+    at a time, so one call of twenty orders' reaches Redis. One summary line names the outage."""
     dead, per_call = _counted_dead_redis()
     work = [(recon.account(), _due(f"RD{n}")) for n in range(20)]
-    recon.loop.set_default_executor(ThreadPoolExecutor(1))
     try:
         with capture_logs() as logs:
             answers = recon.run(query_all(recon.ctx(), work, Breaker(dead, recon.prefix),
