@@ -32,6 +32,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             # An unacked task comes back after this many seconds (Celery's default is an hour).
             "visibility_timeout": settings.visibility_timeout_s,
+            # ...when a worker looks for it: every `unacked_restore_interval` seconds, a Redis
+            # scan at each look only when the throttle is 1 (kombu's defaults scan every 100 s).
+            "unacked_restore_interval": settings.redelivery_scan_s,
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": settings.publish_timeout_s,
             "socket_timeout": 10,
         },

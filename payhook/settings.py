@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Redis redelivers an unacked task after this: minutes, not Celery's default hour. It bounds
     # a task's time limit plus its retry countdown (workers/process.py).
     visibility_timeout_s: int = Field(default=600, gt=0)
+    # How often each worker looks for unacked tasks past the visibility timeout, to redeliver
+    # them: kombu's `unacked_restore_interval`, with every look a scan. Kombu's own default
+    # scans one look in ten (every 100 s), which a redelivery waits on top of the timeout.
+    redelivery_scan_s: int = Field(default=10, gt=0)
     # The Celery queue (and Redis key prefix): separate deployments sharing one Redis use their own.
     queue: str = Field(default="payhook", pattern=r"^[A-Za-z0-9_.:-]+$")
     max_attempts: int = Field(default=6, gt=0)

@@ -61,9 +61,10 @@ def resume(ctx: PassContext, task_id: str, run_id: int | None, now: datetime) ->
     One conditional UPDATE (claimed by `task_id`, and `running` or failed as `abandoned`), its
     start moved to now: the pass starts over, and the sweep bounds it as any pass. Called
     before this pass's sweep: a task is redelivered after the visibility timeout, the sweep's
-    bound. Kombu looks for such tasks only every so often (every 100 s by default), so another
-    pass (beat's, every minute) has often failed the run as `abandoned` by then: a guess, which
-    the pass's real report replaces, as `finish` does for a pass that outlived the bound."""
+    bound. Workers look for such tasks only every so often (PAYHOOK_REDELIVERY_SCAN_S), so
+    another pass (beat's, every minute) may have failed the run as `abandoned` by then: a
+    guess, which the pass's real report replaces, as `finish` does for a pass that outlived
+    the bound."""
     left = or_(ReconcileRun.state == "running",
                and_(ReconcileRun.state == "failed", ReconcileRun.report == ABANDONED))
     where = [ReconcileRun.claimed_by == task_id, left]

@@ -89,8 +89,8 @@ class Stack:
         wait_for(lambda: http("GET", f"{self.url}/healthz")[0] == 200, 30, "receiver up")
         return self
 
-    def start_worker(self, concurrency: int = 2) -> None:
-        self._spawn("worker", "worker", "--concurrency", str(concurrency), "--pool", "prefork",
+    def start_worker(self, concurrency: int = 2, name: str = "worker") -> None:
+        self._spawn(name, "worker", "--concurrency", str(concurrency), "--pool", "prefork",
                     "--without-mingle", "--without-gossip", "--hostname",
                     f"w{time.monotonic_ns()}@%h")
 

@@ -173,8 +173,9 @@ def test_a_redelivered_task_finishes_the_queued_run_its_killed_copy_left(
     """The task of a queued run, killed mid-pass and redelivered by Redis under the same id
     after the visibility timeout (the stale bound), takes the run over before the sweep would
     fail it, runs the pass, and finishes that run `done`: its POST caller sees it complete.
-    So too when another pass has failed it as `abandoned` meanwhile (Kombu looks for such
-    tasks every 100 s, beat runs a pass a minute): the real report replaces that guess."""
+    So too when another pass has failed it as `abandoned` meanwhile (workers look for such
+    tasks every PAYHOOK_REDELIVERY_SCAN_S, beat runs a pass a minute): the real report
+    replaces that guess."""
     _due_order(recon, "RT1")
     (run_id,) = _add_runs(recon, {"posted": ("queued", recon.clock())}).values()
     _killed_pass(recon, run_id, "task-1")
