@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 
 from payhook.accounts import Account, Accounts
@@ -19,6 +21,12 @@ from reconcile.sms import Sssms88Client
 
 T = TypeVar("T")
 
+#: A worker's pass told to stop: Celery's soft time limit, raised in a prefork child by a signal
+#: handler (SIGUSR1) at whatever line runs: a coroutine, the event loop's wait, a transaction.
+#: Only `runner.run_pass` handles it; the code between lets it through (`except OutOfTime:
+#: raise` ahead of any `except Exception`).
+OutOfTime = SoftTimeLimitExceeded
+
 #: CONTRACT §6: per-order backoff between status queries, the last step repeating.
 DEFAULT_BACKOFF_S: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 24 * 3600)
 
@@ -27,6 +35,21 @@ class CoroutineRunner(Protocol):
     """Runs a coroutine to completion from synchronous code (the worker's `Runtime.run`)."""
 
     def __call__(self, coro: Coroutine[Any, Any, T], /) -> T: ...
+
+
+def run_to_end(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """`coro` run on `loop`, which is left with nothing running. An exception raised in the loop
+    itself (`OutOfTime` while it waits) leaves the coroutine's tasks pending: they are
+    cancelled, or the next run on this loop would resume them, queries and all."""
+    try:
+        return loop.run_until_complete(coro)
+    except BaseException:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        raise
 
 
 def utc_now() -> datetime:

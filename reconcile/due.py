@@ -8,6 +8,7 @@ lock taken at BEGIN serialises claims to the same effect.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -140,3 +141,17 @@ def bring_forward(
             .execution_options(synchronize_session=False)
         )
     return len(ids)
+
+
+def release(session: Session, ids: Iterable[int], *, leased_until: datetime, now: datetime) -> int:
+    """Make claimed orders due again at `now` (a pass that stopped before answering them); how
+    many. Only those still pending under that claim's lease (`leased_until`): an order a
+    callback settled, or one another pass has claimed since, is left alone."""
+    result = session.execute(
+        update(Order)
+        .where(Order.id.in_(list(ids)), Order.status == PENDING,
+               Order.next_poll_at == leased_until)
+        .values(next_poll_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

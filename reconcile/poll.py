@@ -30,7 +30,7 @@ from providers.base import OrderKind, OrderRef, ProviderEvent
 from providers.errors import QueryAuth, QueryError, QueryNotFound, QueryTransient
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
-from reconcile.context import PassContext
+from reconcile.context import OutOfTime, PassContext
 from reconcile.due import DueOrder
 from reconcile.outage import RedisCalls, RedisDown
 
@@ -79,7 +79,8 @@ async def query_all(
     the loop when the pass goes on, or ends. Once Redis is found out of reach, though, the
     orders not yet asked fail so at once (`calls`: the pass's, whose earlier calls may have found
     it so already; a round of its own otherwise), not each after the client's retries; the next
-    pass tries Redis again."""
+    pass tries Redis again. The pass out of time (`OutOfTime`, raised in one of its queries), no
+    query is sent any more, and it is raised once those under way are over."""
     round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency), calls or RedisCalls(),
                     breaker, budget)
     cut = 0
@@ -88,6 +89,9 @@ async def query_all(
         nonlocal cut
         try:
             return await _gated(round_, account, order)
+        except OutOfTime as exc:
+            round_.out_of_time = exc
+            raise
         except RedisDown as exc:  # one line for them all, below
             cut += 1
             return Answer(order, error="transient", code=f"redis:{exc.cause}")
@@ -98,6 +102,8 @@ async def query_all(
             return Answer(order, error="transient", code=f"redis:{type(exc).__name__}")
 
     results = await asyncio.gather(*(one(a, o) for a, o in work), return_exceptions=True)
+    if round_.out_of_time is not None:
+        raise round_.out_of_time
     if round_.calls.down is not None:
         log.warning("poll_redis_down", error=round_.calls.down, orders_cut=cut)
     answers: list[Answer] = []
@@ -120,6 +126,7 @@ class _Round:
     calls: RedisCalls
     breaker: Breaker
     budget: RateBudget
+    out_of_time: OutOfTime | None = None  # raised in one query: the others are not sent
 
 
 async def _gated(round_: _Round, account: Account, order: DueOrder) -> Answer:
@@ -140,6 +147,8 @@ async def _gated(round_: _Round, account: Account, order: DueOrder) -> Answer:
     while True:
         await pace.acquire()
         async with round_.gate:
+            if round_.out_of_time is not None:
+                return Answer(order, error="skipped", code="time_limit")
             if await calls.run(breaker.state, key) is BreakerState.OPEN:
                 return Answer(order, error="skipped", code="breaker_open")  # while it waited
             wait = await calls.run(round_.budget.try_take, key, rate)
@@ -187,7 +196,7 @@ async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
         log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__,
                     code=exc.safe_code)
         return Answer(order, error="permanent", code=exc.safe_code)
-    except redis.RedisError:  # a retry's charge: Redis's failure, not the provider's answer
+    except (redis.RedisError, OutOfTime):  # a retry's charge (Redis's failure), or the pass's
         raise
     except Exception as exc:  # an adapter bug, this order only: it has no code but its class
         log.warning("poll_query_failed", order_id=order.id, error=type(exc).__name__)

@@ -8,6 +8,10 @@ failed) with its report.
 Every Redis call of a pass (silence claims, breakers, query budgets, alert and credit claims)
 goes through one `RedisCalls`: once one finds Redis out of reach, the rest fail at once, with
 the outcome each would have had, instead of each paying the client's retries (seconds).
+
+A worker's pass out of time (`OutOfTime`, Celery's soft time limit) stops where it is, before the
+task time limit kills it: its run fails as `time_limit` with the report of what it did, and the
+orders it claimed but did not answer are due again at once, not after their lease.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import redis
 import structlog
@@ -23,8 +29,8 @@ from payhook.accounts import Account
 from reconcile import runs
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
-from reconcile.context import PassContext
-from reconcile.due import DueOrder, claim_due
+from reconcile.context import OutOfTime, PassContext
+from reconcile.due import DueOrder, claim_due, release
 from reconcile.outage import RedisCalls, RedisDown
 from reconcile.poll import Answer, Polled, apply_answer, query_all
 from reconcile.report import AlertSpec, PassReport
@@ -54,10 +60,14 @@ def run_pass(
     elif not runs.start_queued(ctx, run_id, started, task_id):
         return run_id
     report = PassReport(started, provider, account, ctx.config.report_refs)
+    held = _Held()
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
     try:
-        _execute(ctx, report, provider, account)
+        _execute(ctx, report, held, provider, account)
     except Exception as exc:
+        if _out_of_time(exc):
+            _stop(ctx, run_id, report, held)
+            raise
         log.exception("reconcile_pass_failed")
         report.tail["error"] = type(exc).__name__
         runs.finish(ctx, run_id, "failed", report)
@@ -68,18 +78,56 @@ def run_pass(
     return run_id
 
 
+@dataclass
+class _Held:
+    """The orders a pass has claimed and not yet answered (their answers not committed), and
+    the end of their lease."""
+
+    until: datetime | None = None
+    ids: set[int] = field(default_factory=set)
+
+
+def _out_of_time(exc: BaseException) -> bool:
+    """Whether `exc` is the soft time limit's, or was raised while it unwound (the rollback of
+    a transaction it broke into)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OutOfTime):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _stop(ctx: PassContext, run_id: int, report: PassReport, held: _Held) -> None:
+    """End a pass out of time: its unanswered orders due again now, its run failed as
+    `time_limit`. Each in a transaction of its own: the limit may have broken into any other,
+    and the run is stored even if handing the orders back fails (their lease brings them back)."""
+    released = 0
+    if held.until is not None and held.ids:
+        try:
+            with ctx.sessions.begin() as session:
+                released = release(session, held.ids, leased_until=held.until, now=ctx.now())
+        except Exception as exc:
+            log.warning("reconcile_release_failed", orders=len(held.ids), error=type(exc).__name__)
+    log.warning("reconcile_pass_out_of_time", unanswered=len(held.ids), released=released)
+    report.tail["error"] = "time_limit"
+    report.tail["released"] = released
+    runs.finish(ctx, run_id, "failed", report)
+
+
 def _execute(
-    ctx: PassContext, report: PassReport, provider: str | None, account: str | None
+    ctx: PassContext, report: PassReport, held: _Held, provider: str | None,
+    account: str | None,
 ) -> None:
     cfg, calls = ctx.config, RedisCalls()
     accounts = ctx.in_scope(provider, account)
     breaker = Breaker(ctx.redis, cfg.redis_prefix, failures=cfg.breaker_failures,
                       cooldown_s=cfg.breaker_cooldown_s)
     _check_silence(ctx, report, accounts, calls)
-    work = _claim(ctx, report, accounts, breaker, calls)
+    work = _claim(ctx, report, accounts, breaker, calls, held)
     budget = RateBudget(ctx.redis, cfg.redis_prefix)
     answers = ctx.run(query_all(ctx, work, breaker, budget, calls))
-    _apply(ctx, report, [a for a, _o in work], answers)
+    _apply(ctx, report, [a for a, _o in work], answers, held)
     for acct in accounts:
         state = _breaker_state(breaker, acct.key, calls)
         report.stats(acct.key).breaker = state.value if state is not None else "unknown"
@@ -120,10 +168,11 @@ def _check_silence(
 
 def _claim(
     ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker,
-    calls: RedisCalls,
+    calls: RedisCalls, held: _Held,
 ) -> list[tuple[Account, DueOrder]]:
     work: list[tuple[Account, DueOrder]] = []
     now = ctx.now()
+    held.until = now + timedelta(seconds=ctx.config.claim_lease_s)
     for acct in accounts:
         stats = report.stats(acct.key)
         state = _breaker_state(breaker, acct.key, calls)
@@ -139,6 +188,7 @@ def _claim(
                             lease_s=ctx.config.claim_lease_s,
                             provider=acct.provider.name, account=acct.name)
         stats.claimed = len(due)
+        held.ids.update(order.id for order in due)
         work.extend((acct, order) for order in due)
     return work
 
@@ -155,7 +205,8 @@ def _breaker_state(breaker: Breaker, account_key: str, calls: RedisCalls) -> Bre
 
 
 def _apply(
-    ctx: PassContext, report: PassReport, accounts: list[Account], answers: list[Answer]
+    ctx: PassContext, report: PassReport, accounts: list[Account], answers: list[Answer],
+    held: _Held,
 ) -> None:
     by_account: dict[str, list[Answer]] = defaultdict(list)
     account_of: dict[str, Account] = {}
@@ -172,11 +223,14 @@ def _apply(
                     with session.begin_nested():
                         polled.append(apply_answer(session, acct, answer, schedule,
                                                    cfg.give_up_after_s, now))
+                except OutOfTime:
+                    raise
                 except Exception as exc:  # this order only; its lease brings it back
                     log.warning("poll_apply_failed", order_id=answer.order.id,
                                 error=type(exc).__name__)
                     polled.append(Polled(answer.order, "permanent", f"apply:{type(exc).__name__}",
                                          "pending", "pending", [], []))
+        held.ids.difference_update(answer.order.id for answer in group)  # committed
         report.add_polled(key, polled)
 
 
@@ -198,6 +252,8 @@ def _check_credit(ctx: PassContext, report: PassReport, calls: RedisCalls) -> No
     except Exception as exc:
         with contextlib.suppress(redis.RedisError):
             calls.call(ctx.redis.delete, key)
+        if isinstance(exc, OutOfTime):
+            raise
         # A call cut for an outage is named by the error that found it, as when it was made.
         error = exc.cause if isinstance(exc, RedisDown) else type(exc).__name__
         log.warning("sms_credit_check_failed", error=error)
@@ -226,6 +282,8 @@ def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec], calls: 
         )
 
     for spec, result in zip(specs, ctx.run(send_all()), strict=True):
+        if isinstance(result, OutOfTime):
+            raise result
         if isinstance(result, BaseException):
             log.warning("reconcile_alert_failed", incident=spec.incident,
                         error=type(result).__name__)

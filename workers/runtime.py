@@ -21,7 +21,7 @@ from payhook.accounts import Accounts, load_accounts
 from payhook.broker import redis_url
 from payhook.settings import Settings, load_settings
 from providers.http import QueryHttp
-from reconcile.context import PassContext, ReconcileConfig, recon_prefix
+from reconcile.context import PassContext, ReconcileConfig, recon_prefix, run_to_end
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ class Runtime:
         """Run a coroutine on this process's own loop (kept, so the HTTP session is reused)."""
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+        return run_to_end(self._loop, coro)
 
     @property
     def recon_prefix(self) -> str:
