@@ -52,6 +52,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # The pool kills a task running longer; its callbacks keep the attempt counted and the
         # sweeper sends them again (workers/process.py).
         "task_time_limit": settings.task_time_limit_s,
+        # A reconciliation pass killed so would leave its run `running` for the sweep and its
+        # claimed orders leased, and Celery acks a task killed at its time limit, so nothing
+        # delivers it again: the pass is told to stop first, and ends its run itself
+        # (reconcile/runner.py). Only this task: the callbacks' judging does not expect it.
+        "task_annotations": {
+            RECONCILE_TASK: {"soft_time_limit": settings.reconcile_soft_time_limit_s},
+        },
         "worker_prefetch_multiplier": 1,
         "task_ignore_result": True,
         "result_backend": None,

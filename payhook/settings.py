@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # A task running longer is killed (a hung provider query, a runaway callback) and counts as
     # an attempt; under the visibility timeout, so Redis never hands a running task to another.
     task_time_limit_s: int = Field(default=240, gt=0)
+    # A reconciliation pass is told to stop (Celery's soft time limit) this long before that
+    # kill: time to store its run's report and hand back the orders it did not get to answer.
+    reconcile_wind_down_s: float = Field(default=20.0, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # How long a batch waits for its account's query budget (`query_rate_per_s`, shared with
     # reconciliation by every process) before it defers the confirmations left. The budget
@@ -91,6 +94,12 @@ class Settings(BaseSettings):
         """`confirm_wait_s`, but at most a quarter of the task time limit, which the wait shares
         with the queries and the writes of its batch."""
         return min(self.confirm_wait_s, self.task_time_limit_s / 4)
+
+    @property
+    def reconcile_soft_time_limit_s(self) -> float:
+        """When a reconciliation pass is told to stop: `reconcile_wind_down_s` before the task
+        time limit, but at most a quarter of it earlier, so the pass keeps most of its time."""
+        return self.task_time_limit_s - min(self.reconcile_wind_down_s, self.task_time_limit_s / 4)
 
     @model_validator(mode="after")
     def _time_limit_under_visibility(self) -> Settings:

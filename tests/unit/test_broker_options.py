@@ -1,13 +1,39 @@
-"""What the Celery configuration asks of kombu's Redis transport, checked on a real channel:
-how often a worker looks for unacked tasks to redeliver."""
+"""What the Celery configuration asks of Celery and kombu, checked on a real app and channel:
+the reconciliation task's soft time limit, and how often a worker looks for unacked tasks to
+redeliver."""
 
 from __future__ import annotations
 
 import pytest
+from celery import Celery
 from kombu.connection import Connection
 
-from payhook.broker import celery_config
+from payhook.broker import PROCESS_TASK, RECONCILE_TASK, celery_config
 from payhook.settings import Settings
+
+
+@pytest.mark.parametrize(("variables", "soft_s"), [
+    ({}, 220), ({"task_time_limit_s": 12, "reconcile_wind_down_s": 3}, 9),
+    ({"task_time_limit_s": 8, "reconcile_wind_down_s": 5}, 6),
+], ids=["default", "wind_down", "at_most_a_quarter"])
+def test_only_the_reconciliation_task_is_told_to_stop_before_its_time_limit(
+    variables: dict[str, float], soft_s: float
+) -> None:
+    """The reconciliation task's soft time limit is PAYHOOK_RECONCILE_WIND_DOWN_S (default 20 s)
+    before the task time limit, at most a quarter of it earlier; the callbacks' task has none
+    (their handling has no way to stop half-way but to be killed)."""
+    app = Celery("test-soft-limit", set_as_current=False)
+    settings = Settings(redis_url="redis://127.0.0.1:1/0").model_copy(update=variables)
+    app.conf.update(celery_config(settings))
+    for name in (RECONCILE_TASK, PROCESS_TASK):
+        app.task(name=name)(_nothing)
+    assert app.tasks[RECONCILE_TASK].soft_time_limit == soft_s
+    assert app.tasks[RECONCILE_TASK].time_limit == settings.task_time_limit_s
+    assert app.tasks[PROCESS_TASK].soft_time_limit is None
+
+
+def _nothing() -> None:
+    """A task body: only the task's options are looked at."""
 
 
 @pytest.mark.parametrize(("scan_s", "period_s"), [(None, 10), (3, 3)])
