@@ -26,7 +26,7 @@ def test_only_the_reconciliation_task_is_told_to_stop_before_its_time_limit(
     settings = Settings(redis_url="redis://127.0.0.1:1/0").model_copy(update=variables)
     app.conf.update(celery_config(settings))
     for name in (RECONCILE_TASK, PROCESS_TASK):
-        app.task(name=name)(_nothing)
+        app.task(name=name, shared=False)(_nothing)  # in no other app
     assert app.tasks[RECONCILE_TASK].soft_time_limit == soft_s
     assert app.tasks[RECONCILE_TASK].time_limit == settings.task_time_limit_s
     assert app.tasks[PROCESS_TASK].soft_time_limit is None
