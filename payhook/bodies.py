@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 
-from payhook.logs import MASK, mask_text
+from payhook.masking import MASK, mask_text
 
 # UTF-32 first: its little-endian mark begins with UTF-16's.
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),

@@ -12,7 +12,7 @@ from ledger.models import Callback
 from ledger.replay import Replay, reset_for_replay
 from ledger.views import callback_summary, list_callbacks
 from payhook.bodies import mask_body
-from payhook.logs import MASK, is_secret
+from payhook.masking import MASK, is_secret
 
 
 async def get_callbacks(request: web.Request) -> web.Response:

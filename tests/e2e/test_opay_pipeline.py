@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from ledger.models import Journal, Order
-from payhook.logs import mask_text
+from payhook.masking import mask_text
 from sandbox.wire import opay as wire
 from tests.conftest import unique
 from tests.harness import Stack, exchange

@@ -10,12 +10,13 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-import payhook.logs
+import payhook.masking
 from ledger.apply import Incoming
 from ledger.fields import EventError, check_fields
 from ledger.money import format_minor, to_minor
 from ledger.status import Kind, Outcome, Status, decide
-from payhook.logs import MASK, is_secret, mask_text, redact
+from payhook.logs import redact
+from payhook.masking import MASK, is_secret, mask_text
 
 S = Status
 
@@ -169,7 +170,7 @@ def test_body_masking_matches_masking_the_parsed_document(
 def test_body_masking_falls_back_to_the_parsed_document(monkeypatch: pytest.MonkeyPatch) -> None:
     """Should the scan of the text miss a secret, a JSON body is shown re-serialised from its
     parsed form with every secret-named member masked, never with the secret."""
-    monkeypatch.setattr(payhook.logs, "_mask_members", lambda text: text)
+    monkeypatch.setattr(payhook.masking, "_mask_members", lambda text: text)
     assert mask_text('{"n": 300, "data": {"token": ["t1"]}}') == (
         '{"n": 300, "data": {"token": "***"}}')
 

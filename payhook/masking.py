@@ -1,0 +1,232 @@
+"""Secrets masked in what payhook shows of a callback body (the API, logs): the value of every
+secret-named JSON member or form field, every other byte kept."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote_plus, unquote_plus
+
+# Matched against the key with "_" and "-" removed, lower-cased: client_auth_key, clientAuthKey
+# and client-auth-key are one name.
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token|apikey|private|clientauthkey|accesskey|authorization"
+    r"|signature|^sign$|aeskey|aesiv|cookie|partnerkey|^key$)"
+)
+MASK = "***"
+_BOM = "\ufeff"
+# A JSON string token (lenient: an escaped line break passes), then what makes it a member name.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_COLON = re.compile(r"\s*:\s*")
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_SCALAR_END = re.compile(r"[\s,\]}]")
+# A form field (`a=1&b=2`): the name is group 2, the value group 3.
+_FORM_FIELD = re.compile(r"(^|&)([^=&]*)=([^&]*)")
+# JSON carried in a string (or a form field) carried in JSON…: masked inside this many levels
+# deep; a JSON-like string deeper still is masked whole.
+_MAX_EMBEDDED = 4
+
+
+def is_secret(name: str) -> bool:
+    """Whether a field or header called `name` holds a secret (any spelling: client_auth_key,
+    clientAuthKey and client-auth-key are one name)."""
+    return bool(_SECRET_KEY.search(name.replace("_", "").replace("-", "").lower()))
+
+
+def mask_text(text: str) -> str:
+    """`text` (a callback body) with the value of every secret-named JSON member (whatever its
+    type, at any depth, its name spelled with escapes or not) or form field masked, and every
+    other byte as it was: what an operator may read of a raw body.
+
+    Why not parse and re-serialise: the text is the evidence of what a provider sent, read to
+    find why a signature failed: spacing, escapes (`\\/`, `\\u00e9`), number spellings
+    (`300.00`), key order and repeated keys would all change. The members are found by a scan
+    of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
+    lost, its secrets masked) should the scan have missed a secret-named member anywhere.
+
+    A JSON document carried as a string value, or as a form field's value (providers wrap
+    their payload so), is masked inside the same way, that string alone re-encoded when it
+    changed (its escapes as JSON writes them); so is JSON in a string in that one, and so on,
+    `_MAX_EMBEDDED` levels deep."""
+    return _mask(text, 0)
+
+
+def _mask(text: str, depth: int) -> str:
+    bom = _BOM if text.startswith(_BOM) else ""  # Windows tools write one; JSON all the same
+    body = text[len(bom):]
+    if not _looks_json(body):
+        return bom + _FORM_FIELD.sub(lambda field: _mask_field(field, depth), body)
+    masked = _mask_strings(_mask_members(body), depth)
+    try:
+        if not _leaks(masked, depth):
+            return bom + masked
+    except (ValueError, RecursionError):
+        pass  # not JSON: the body was not either, or the scan broke it
+    try:
+        tree = _masked_value(json.loads(
+            body, object_pairs_hook=lambda members: _masked_object(members, depth)), depth)
+    except (ValueError, RecursionError):  # JSON-like, not JSON (truncated, say): the scan it is
+        return bom + masked
+    return bom + json.dumps(tree, ensure_ascii=False)
+
+
+def _looks_json(text: str) -> bool:  # an array or object, or a string carrying one
+    start = text.lstrip()[:1]
+    return start in ("{", "[") or (start == '"' and "{" in text)
+
+
+def _carries_json(text: str) -> bool:  # a string value that may hold members
+    return "{" in text and _looks_json(text)
+
+
+def _embedded(text: str, depth: int) -> str:
+    """`text`, a string value found at `depth`, masked if it carries JSON."""
+    if not _carries_json(text):
+        return text
+    return MASK if depth >= _MAX_EMBEDDED else _mask(text, depth + 1)
+
+
+def _mask_field(m: re.Match[str], depth: int) -> str:
+    if is_secret(unquote_plus(m.group(2))):
+        return f"{m.group(1)}{m.group(2)}={MASK}"
+    value = unquote_plus(m.group(3))
+    if (masked := _embedded(value, depth)) == value:
+        return m.group(0)
+    shown = masked if value == m.group(3) else quote_plus(masked, safe="*")
+    return f"{m.group(1)}{m.group(2)}={shown}"
+
+
+def _mask_members(text: str) -> str:
+    """Replace the value of each member whose decoded name is secret with `"***"`; a lenient
+    scan, for JSON and for text that only looks like it."""
+    out: list[str] = []
+    kept = i = 0
+    while (i := text.find('"', i)) >= 0:
+        token = _STRING.match(text, i)
+        if token is None:  # an unterminated string: no member after it
+            break
+        i = token.end()
+        colon = _COLON.match(text, i)
+        if colon is None or not is_secret(_name(token.group())):
+            continue  # a value, or a member whose value is scanned on
+        start = colon.end()
+        out += [text[kept:start], f'"{MASK}"']
+        kept = i = _value_end(text, start)
+    return "".join(out) + text[kept:]
+
+
+def _mask_strings(text: str, depth: int) -> str:
+    """Mask the JSON carried in each string value (not a member name) of the text."""
+    out: list[str] = []
+    kept = i = 0
+    while (i := text.find('"', i)) >= 0:
+        token = _STRING.match(text, i)
+        if token is None:
+            break
+        i = token.end()
+        if _COLON.match(text, i) is None and (
+                shown := _mask_string_token(token.group(), depth)) is not None:
+            out += [text[kept : token.start()], shown]
+            kept = i
+    return "".join(out) + text[kept:]
+
+
+def _mask_string_token(token: str, depth: int) -> str | None:
+    """The JSON string `token` re-encoded with the JSON in it masked; None if unchanged."""
+    if "{" not in token and "\\u" not in token:
+        return None  # the common case, spared a decode (`\u007b` is a brace too)
+    try:
+        text = json.loads(token)
+    except ValueError:
+        return None
+    if not isinstance(text, str) or (masked := _embedded(text, depth)) == text:
+        return None
+    return json.dumps(masked, ensure_ascii=token.isascii())
+
+
+def _name(token: str) -> str:
+    try:
+        return str(json.loads(token))  # `"client\\u0041uthKey"` is clientAuthKey
+    except ValueError:
+        return token[1:-1]
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value starting at `start` ends: a string, a whole array or object (brackets
+    counted outside strings), or a scalar; the end of the text if it never does."""
+    if text.startswith('"', start):
+        token = _STRING.match(text, start)
+        return token.end() if token else len(text)
+    if not text.startswith(("[", "{"), start):
+        end = _SCALAR_END.search(text, start)
+        return end.start() if end else len(text)
+    depth, i = 0, start
+    while (found := _STRUCTURE.search(text, i)) is not None:
+        char, i = found.group(), found.end()
+        if char == '"':
+            token = _STRING.match(text, found.start())
+            if token is None:
+                break
+            i = token.end()
+        elif char in "[{":
+            depth += 1
+        elif (depth := depth - 1) == 0:
+            return i
+    return len(text)
+
+
+def _leaks(masked: str, depth: int) -> bool:
+    """Whether the JSON text `masked` still has a secret-named member not masked, here or in
+    JSON carried by its strings; the check runs inside the parser, so a deep body costs no
+    recursion of ours."""
+    leaked = False
+
+    def check(members: list[tuple[str, Any]]) -> None:
+        nonlocal leaked
+        leaked = leaked or any(
+            value != MASK if is_secret(name) else _embedded_leaks(value, depth)
+            for name, value in members)
+
+    top = json.loads(masked, object_pairs_hook=check)
+    return leaked or _embedded_leaks(top, depth)
+
+
+def _embedded_leaks(value: Any, depth: int) -> bool:
+    """Whether a string in `value` (a string, or lists of them) carries JSON with a secret
+    not masked; objects in it were checked by the parser already."""
+    for text in _strings(value):
+        if not _carries_json(text):
+            continue
+        if depth >= _MAX_EMBEDDED:
+            return True  # `_embedded` masks these whole
+        try:
+            if _leaks(text, depth + 1):
+                return True
+        except (ValueError, RecursionError):
+            pass  # not JSON after all: the scan masked what it found in it
+    return False
+
+
+def _strings(value: Any) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        if isinstance(item := stack.pop(), str):
+            yield item
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _masked_object(members: list[tuple[str, Any]], depth: int) -> dict[str, Any]:
+    return {name: MASK if is_secret(name) else _masked_value(value, depth)
+            for name, value in members}
+
+
+def _masked_value(value: Any, depth: int) -> Any:
+    """`value` with the JSON in its strings masked (objects in it are masked already)."""
+    if isinstance(value, str):
+        return _embedded(value, depth)
+    if isinstance(value, list):
+        return [_masked_value(item, depth) for item in value]
+    return value
