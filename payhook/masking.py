@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import unquote_plus
+
+from payhook import spans
+from payhook.spans import Edit
 
 # Matched against the key with "_" and "-" removed, lower-cased: client_auth_key, clientAuthKey
 # and client-auth-key are one name.
@@ -47,29 +51,35 @@ def mask_text(text: str) -> str:
     lost, its secrets masked) should the scan have missed a secret-named member anywhere.
 
     A JSON document carried as a string value, or as a form field's value (providers wrap
-    their payload so), is masked inside the same way, that string alone re-encoded when it
-    changed (its escapes as JSON writes them); so is JSON in a string in that one, and so on,
-    `_MAX_EMBEDDED` levels deep."""
-    return _mask(text, 0)
+    their payload so), is masked inside the same way, by edits made on the characters that
+    spell its secret values (`\\"`, `%22` and `%20` stay as sent); so is JSON in a string in
+    that one, and so on, `_MAX_EMBEDDED` levels deep."""
+    return spans.apply(text, _edits(text, 0))
 
 
-def _mask(text: str, depth: int) -> str:
-    bom = _BOM if text.startswith(_BOM) else ""  # Windows tools write one; JSON all the same
-    body = text[len(bom):]
-    if not _looks_json(body):
-        return bom + _FORM_FIELD.sub(lambda field: _mask_field(field, depth), body)
-    masked = _mask_strings(_mask_members(body), depth)
+def _edits(text: str, depth: int) -> list[Edit]:
+    """The edits that mask `text`, a body or a string carried `depth` levels into one."""
+    bom = len(_BOM) if text.startswith(_BOM) else 0  # Windows tools write one; JSON all the same
+    body = text[bom:]
+    edits = _json_edits(body, depth) if _looks_json(body) else _form_edits(body, depth)
+    return [(start + bom, end + bom, replacement) for start, end, replacement in edits]
+
+
+def _json_edits(text: str, depth: int) -> list[Edit]:
+    values = _member_values(text)
+    edits = sorted([_masked_member(text, *value) for value in values]
+                   + _string_edits(text, depth, values))
     try:
-        if not _leaks(masked, depth):
-            return bom + masked
+        if not _leaks(spans.apply(text, edits), depth):
+            return edits
     except (ValueError, RecursionError):
         pass  # not JSON: the body was not either, or the scan broke it
     try:
         tree = _masked_value(json.loads(
-            body, object_pairs_hook=lambda members: _masked_object(members, depth)), depth)
+            text, object_pairs_hook=lambda members: _masked_object(members, depth)), depth)
     except (ValueError, RecursionError):  # JSON-like, not JSON (truncated, say): the scan it is
-        return bom + masked
-    return bom + json.dumps(tree, ensure_ascii=False)
+        return edits
+    return [(0, len(text), json.dumps(tree, ensure_ascii=False))]
 
 
 def _looks_json(text: str) -> bool:  # an array or object, or a string carrying one
@@ -81,28 +91,35 @@ def _carries_json(text: str) -> bool:  # a string value that may hold members
     return "{" in text and _looks_json(text)
 
 
-def _embedded(text: str, depth: int) -> str:
-    """`text`, a string value found at `depth`, masked if it carries JSON."""
+def _embedded_edits(text: str, depth: int) -> list[Edit]:
+    """The edits that mask `text`, a string value found at `depth`, if it carries JSON."""
     if not _carries_json(text):
-        return text
-    return MASK if depth >= _MAX_EMBEDDED else _mask(text, depth + 1)
+        return []
+    return [(0, len(text), MASK)] if depth >= _MAX_EMBEDDED else _edits(text, depth + 1)
 
 
-def _mask_field(m: re.Match[str], depth: int) -> str:
-    if is_secret(unquote_plus(m.group(2))):
-        return f"{m.group(1)}{m.group(2)}={MASK}"
-    value = unquote_plus(m.group(3))
-    if (masked := _embedded(value, depth)) == value:
-        return m.group(0)
-    shown = masked if value == m.group(3) else quote_plus(masked, safe="*")
-    return f"{m.group(1)}{m.group(2)}={shown}"
+def _embedded(text: str, depth: int) -> str:
+    return spans.apply(text, _embedded_edits(text, depth))
 
 
-def _mask_members(text: str) -> str:
-    """Replace the value of each member whose decoded name is secret with `"***"`; a lenient
+def _form_edits(text: str, depth: int) -> list[Edit]:
+    edits: list[Edit] = []
+    for field in _FORM_FIELD.finditer(text):
+        start, end = field.span(3)
+        if is_secret(unquote_plus(field.group(2))):
+            edits.append((start, end, MASK))
+            continue
+        value, offsets = spans.form_value(field.group(3))
+        spell = partial(spans.form_spelled, encoded=value != field.group(3))
+        edits += spans.moved(_embedded_edits(value, depth), offsets, start, spell)
+    return edits
+
+
+def _member_values(text: str) -> list[tuple[int, int]]:
+    """Where the value of each member whose decoded name is secret starts and ends; a lenient
     scan, for JSON and for text that only looks like it."""
-    out: list[str] = []
-    kept = i = 0
+    values: list[tuple[int, int]] = []
+    i = 0
     while (i := text.find('"', i)) >= 0:
         token = _STRING.match(text, i)
         if token is None:  # an unterminated string: no member after it
@@ -111,39 +128,49 @@ def _mask_members(text: str) -> str:
         colon = _COLON.match(text, i)
         if colon is None or not is_secret(_name(token.group())):
             continue  # a value, or a member whose value is scanned on
-        start = colon.end()
-        out += [text[kept:start], f'"{MASK}"']
-        kept = i = _value_end(text, start)
-    return "".join(out) + text[kept:]
+        values.append((colon.end(), i := _value_end(text, colon.end())))
+    return values
 
 
-def _mask_strings(text: str, depth: int) -> str:
-    """Mask the JSON carried in each string value (not a member name) of the text."""
-    out: list[str] = []
-    kept = i = 0
+def _masked_member(text: str, start: int, end: int) -> Edit:
+    """A string value keeps its quotes as spelled, its content masked; any other is `"***"`."""
+    if _STRING.fullmatch(text, start, end):
+        return start + 1, end - 1, MASK
+    return start, end, f'"{MASK}"'
+
+
+def _string_edits(text: str, depth: int, values: list[tuple[int, int]]) -> list[Edit]:
+    """The edits that mask the JSON carried in each string value of the text (not a member
+    name, nor one in the masked `values`)."""
+    edits: list[Edit] = []
+    masked = iter(values)
+    value = next(masked, None)
+    i = 0
     while (i := text.find('"', i)) >= 0:
         token = _STRING.match(text, i)
         if token is None:
             break
-        i = token.end()
-        if _COLON.match(text, i) is None and (
-                shown := _mask_string_token(token.group(), depth)) is not None:
-            out += [text[kept : token.start()], shown]
-            kept = i
-    return "".join(out) + text[kept:]
+        start, i = token.span()
+        while value is not None and value[1] <= start:
+            value = next(masked, None)
+        if value is not None and value[0] < i:
+            i = max(i, value[1])
+        elif _COLON.match(text, i) is None:
+            edits += _token_edits(text, start, i, depth)
+    return edits
 
 
-def _mask_string_token(token: str, depth: int) -> str | None:
-    """The JSON string `token` re-encoded with the JSON in it masked; None if unchanged."""
+def _token_edits(text: str, start: int, end: int, depth: int) -> list[Edit]:
+    """The edits that mask the JSON carried in the string token `text[start:end]`."""
+    token = text[start:end]
     if "{" not in token and "\\u" not in token:
-        return None  # the common case, spared a decode (`\u007b` is a brace too)
-    try:
-        text = json.loads(token)
-    except ValueError:
-        return None
-    if not isinstance(text, str) or (masked := _embedded(text, depth)) == text:
-        return None
-    return json.dumps(masked, ensure_ascii=token.isascii())
+        return []  # the common case, spared a decode (`\\u007b` is a brace too)
+    decoded = spans.json_string(token)
+    if decoded is None:
+        return []
+    value, offsets = decoded
+    spell = partial(spans.json_spelled, ascii_only=token.isascii())
+    return spans.moved(_embedded_edits(value, depth), offsets, start, spell)
 
 
 def _name(token: str) -> str:

@@ -29,7 +29,7 @@ _SHOWN = json.dumps({"clientAuthKey": MASK, "n": 1}, separators=(",", ":"))
          json.dumps({"a": json.dumps({"b": _SHOWN})})),
         (json.dumps({"a": json.dumps(_INNER)}), json.dumps({"a": json.dumps(_SHOWN)})),
         (json.dumps(_INNER), json.dumps(_SHOWN)),
-        ('{"d": "\\u007b\\"token\\": 1}"}', '{"d": "{\\"token\\": \\"***\\"}"}'),
+        ('{"d": "\\u007b\\"token\\": 1}"}', '{"d": "\\u007b\\"token\\": \\"***\\"}"}'),
         (json.dumps([_INNER, "[1]"]), json.dumps([_SHOWN, "[1]"])),
         ('{"d": "{\\"n\\": \\"\\u00e9\\"}", "e": "{not json"}',
          '{"d": "{\\"n\\": \\"\\u00e9\\"}", "e": "{not json"}'),
@@ -39,15 +39,24 @@ _SHOWN = json.dumps({"clientAuthKey": MASK, "n": 1}, separators=(",", ":"))
         (f"data={_INNER}&n=1", f"data={_SHOWN}&n=1"),
         (f"n=1&data={quote_plus(json.dumps({'v': _INNER}))}",
          f"n=1&data={quote_plus(json.dumps({'v': _SHOWN}), safe='*')}"),
+        ('{"d":"{\\"sign\\":\\"s\\",\\"u\\":\\"http:\\/\\/x\\",\\"e\\":\\"\\u00e9é\\"}"}',
+         '{"d":"{\\"sign\\":\\"***\\",\\"u\\":\\"http:\\/\\/x\\",\\"e\\":\\"\\u00e9é\\"}"}'),
+        ('{"d":"{\\u0022token\\u0022:\\u0022s\\u0022,\\"n\\":\\"\\u00e9\\/\\"}"}',
+         '{"d":"{\\u0022token\\u0022:\\u0022***\\u0022,\\"n\\":\\"\\u00e9\\/\\"}"}'),
+        ("data=%7B%22token%22%3A%22s%22%2c%22m%22:%22a%20b+c%22,%22n%22:%22%41%22%7D&n=1",
+         "data=%7B%22token%22%3A%22***%22%2c%22m%22:%22a%20b+c%22,%22n%22:%22%41%22%7D&n=1"),
+        ("data=%7B%22sign%22%3A%20%5B1%5D%2C%20%22m%22%3A%22a%20b%22%7D",
+         "data=%7B%22sign%22%3A%20%22***%22%2C%20%22m%22%3A%22a%20b%22%7D"),
     ],
     ids=["json_string", "layout_kept", "twice_embedded", "encoded_twice", "body_encoded_twice",
          "escaped_brace", "in_an_array", "no_secret_unchanged", "non_ascii",
-         "form_field_encoded", "form_field_raw", "form_field_twice_embedded"],
+         "form_field_encoded", "form_field_raw", "form_field_twice_embedded",
+         "escapes_kept", "escaped_quotes_kept", "percent_escapes_kept", "non_string_in_a_form"],
 )
 def test_json_carried_in_a_string_is_masked_inside(body: str, shown: str) -> None:
     """A JSON document carried as a string value (or a form field's value), however deep, has
-    its secret-named members masked; the rest of the body keeps its layout, and a string with
-    nothing to mask keeps its escapes."""
+    its secret-named members masked; the body differs from what was sent in those values only:
+    the escapes of the string carrying them (`\\/`, `\\u00e9`, `%20` or `+`, `%2c`) as sent."""
     assert mask_text(body) == shown
 
 
@@ -70,7 +79,7 @@ def test_a_missed_embedded_secret_falls_back_to_the_parsed_document(
 ) -> None:
     """Should the scan miss JSON carried in a string, the body is shown re-serialised from its
     parsed form with that JSON masked inside, never with the secret."""
-    monkeypatch.setattr(payhook.masking, "_mask_strings", lambda text, depth: text)
+    monkeypatch.setattr(payhook.masking, "_string_edits", lambda text, depth, values: [])
     shown = mask_text(json.dumps({"n": 1, "data": [_INNER]}, indent=1))
     assert shown == json.dumps({"n": 1, "data": [_SHOWN]})
 

@@ -1,0 +1,86 @@
+"""Edits by span, and text decoded with where each of its characters is spelled in the source (a
+JSON string token, a form value): an edit found in the decoded text lands on the bytes that
+spelled it, and every other byte stays as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import quote
+
+# Replace text[start:end] with the string.
+Edit = tuple[int, int, str]
+
+# One character of a JSON string's content, as json.loads reads it (a surrogate pair is one).
+_JSON_CHAR = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\.|.",
+    re.DOTALL)
+# One byte, or one character, of a form value.
+_FORM_CHAR = re.compile(r"%[0-9a-fA-F]{2}|.", re.DOTALL)
+
+
+def apply(text: str, edits: list[Edit]) -> str:
+    """`text` with `edits` (in order, not overlapping) made."""
+    out: list[str] = []
+    kept = 0
+    for start, end, replacement in edits:
+        out += [text[kept:start], replacement]
+        kept = end
+    return "".join(out) + text[kept:]
+
+
+def json_string(token: str) -> tuple[str, list[int]] | None:
+    """The JSON string `token` decoded, with the index in `token` where each of its characters
+    is spelled, and one more for the closing quote; None if it is not a valid JSON string."""
+    try:
+        text = json.loads(token)
+    except ValueError:
+        return None
+    if not isinstance(text, str):
+        return None
+    offsets = [m.start() for m in _JSON_CHAR.finditer(token, 1, len(token) - 1)]
+    if len(offsets) != len(text):  # a raw surrogate beside an escaped one: read otherwise
+        return None
+    return text, [*offsets, len(token) - 1]
+
+
+def form_value(raw: str) -> tuple[str, list[int]]:
+    """The form value (or name) `raw` decoded (`+` a space, `%XX` a byte of UTF-8; a byte that
+    is not UTF-8 a lone surrogate), with the index in `raw` where each of its characters is
+    spelled, and one more for its end."""
+    data = bytearray()
+    starts: list[int] = []
+    for found in _FORM_CHAR.finditer(raw):
+        spelled = found.group()
+        byte = (bytes([int(spelled[1:], 16)]) if len(spelled) == 3
+                else b" " if spelled == "+" else spelled.encode("utf-8", "surrogatepass"))
+        starts += [found.start()] * len(byte)
+        data += byte
+    text = data.decode("utf-8", "surrogateescape")
+    offsets: list[int] = []
+    at = 0
+    for char in text:
+        offsets.append(starts[at])
+        at += 1 if "\udc80" <= char <= "\udcff" else len(char.encode("utf-8", "surrogatepass"))
+    return text, [*offsets, len(raw)]
+
+
+def moved(edits: list[Edit], offsets: list[int], base: int,
+          spell: Callable[[str], str]) -> list[Edit]:
+    """`edits` found in a decoded text, made on its source: `offsets` as `json_string` or
+    `form_value` give them, `base` where the source starts, each replacement spelled by
+    `spell` as the source spells text."""
+    return [(base + offsets[start], base + offsets[end], spell(replacement))
+            for start, end, replacement in edits]
+
+
+def json_spelled(text: str, ascii_only: bool) -> str:
+    """`text` as a JSON string's content spells it."""
+    return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+
+
+def form_spelled(text: str, encoded: bool) -> str:
+    """`text` as a form value spells it: percent-encoded (`*` kept) if the value is, or if
+    `text` holds what a raw value cannot."""
+    return quote(text, safe="*") if encoded or re.search(r"[&%+#]", text) else text
