@@ -26,10 +26,15 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _COLON = re.compile(r"\s*:\s*")
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _SCALAR_END = re.compile(r"[\s,\]}]")
-# A form field (`a=1&b=2`): the name is group 2, the value group 3.
-_FORM_FIELD = re.compile(r"(^|&)([^=&]*)=([^&]*)")
-# JSON carried in a string (or a form field) carried in JSON…: masked inside this many levels
-# deep; a JSON-like string deeper still is masked whole.
+# A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
+# (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
+_FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
+# A string carried in JSON or in a form is read as a form if it starts with a field name (word
+# characters, no space: prose with an `=` in it is no form; no `/`, and at most 64, so base64
+# ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
+_FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
+# JSON or a form carried in a string (or a form field) carried in JSON…: masked inside this
+# many levels deep; a JSON-like or form-like string deeper still is masked whole.
 _MAX_EMBEDDED = 4
 
 
@@ -50,10 +55,11 @@ def mask_text(text: str) -> str:
     of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
     lost, its secrets masked) should the scan have missed a secret-named member anywhere.
 
-    A JSON document carried as a string value, or as a form field's value (providers wrap
-    their payload so), is masked inside the same way, by edits made on the characters that
-    spell its secret values (`\\"`, `%22` and `%20` stay as sent); so is JSON in a string in
-    that one, and so on, `_MAX_EMBEDDED` levels deep."""
+    A JSON document or a form (`a=1&token=x`, as `_FORM_START` tells one from prose) carried as
+    a string value, or as a form field's value (providers wrap their payload so), is masked
+    inside the same way, by edits made on the characters that spell its secret values (`\\"`,
+    `%22` and `%20` stay as sent); so is JSON or a form in a string in that one, and so on,
+    `_MAX_EMBEDDED` levels deep."""
     return spans.apply(text, _edits(text, 0))
 
 
@@ -91,9 +97,14 @@ def _carries_json(text: str) -> bool:  # a string value that may hold members
     return "{" in text and _looks_json(text)
 
 
+def _carries(text: str) -> bool:  # a string value that may hold members or fields
+    return _carries_json(text) or _FORM_START.match(text) is not None
+
+
 def _embedded_edits(text: str, depth: int) -> list[Edit]:
-    """The edits that mask `text`, a string value found at `depth`, if it carries JSON."""
-    if not _carries_json(text):
+    """The edits that mask `text`, a string value found at `depth`, if it carries JSON or a
+    form."""
+    if not _carries(text):
         return []
     return [(0, len(text), MASK)] if depth >= _MAX_EMBEDDED else _edits(text, depth + 1)
 
@@ -105,12 +116,12 @@ def _embedded(text: str, depth: int) -> str:
 def _form_edits(text: str, depth: int) -> list[Edit]:
     edits: list[Edit] = []
     for field in _FORM_FIELD.finditer(text):
-        start, end = field.span(3)
-        if is_secret(unquote_plus(field.group(2))):
+        start, end = field.span(2)
+        if is_secret(unquote_plus(field.group(1))):
             edits.append((start, end, MASK))
             continue
-        value, offsets = spans.form_value(field.group(3))
-        spell = partial(spans.form_spelled, encoded=value != field.group(3))
+        value, offsets = spans.form_value(field.group(2))
+        spell = partial(spans.form_spelled, encoded=value != field.group(2))
         edits += spans.moved(_embedded_edits(value, depth), offsets, start, spell)
     return edits
 
@@ -163,7 +174,7 @@ def _string_edits(text: str, depth: int, values: list[tuple[int, int]]) -> list[
 def _token_edits(text: str, start: int, end: int, depth: int) -> list[Edit]:
     """The edits that mask the JSON carried in the string token `text[start:end]`."""
     token = text[start:end]
-    if "{" not in token and "\\u" not in token:
+    if "{" not in token and "=" not in token and "\\u" not in token:
         return []  # the common case, spared a decode (`\\u007b` is a brace too)
     decoded = spans.json_string(token)
     if decoded is None:
@@ -221,18 +232,28 @@ def _leaks(masked: str, depth: int) -> bool:
 
 
 def _embedded_leaks(value: Any, depth: int) -> bool:
-    """Whether a string in `value` (a string, or lists of them) carries JSON with a secret
-    not masked; objects in it were checked by the parser already."""
+    """Whether a string in `value` (a string, or lists of them) carries JSON or a form with a
+    secret not masked; objects in it were checked by the parser already."""
     for text in _strings(value):
-        if not _carries_json(text):
+        if not _carries(text):
             continue
         if depth >= _MAX_EMBEDDED:
-            return True  # `_embedded` masks these whole
+            return True  # `_embedded_edits` masks these whole
         try:
-            if _leaks(text, depth + 1):
+            if _leaks(text, depth + 1) if _carries_json(text) else _form_leaks(text, depth + 1):
                 return True
         except (ValueError, RecursionError):
             pass  # not JSON after all: the scan masked what it found in it
+    return False
+
+
+def _form_leaks(text: str, depth: int) -> bool:
+    """Whether the form `text`, split at every `&` (not as the scan reads it), has a
+    secret-named field not masked, or a field carrying JSON or a form that leaks."""
+    for name, equals, value in (field.partition("=") for field in text.split("&")):
+        if equals and (unquote_plus(value) != MASK if is_secret(unquote_plus(name))
+                       else _embedded_leaks(unquote_plus(value), depth)):
+            return True
     return False
 
 
@@ -251,9 +272,11 @@ def _masked_object(members: list[tuple[str, Any]], depth: int) -> dict[str, Any]
 
 
 def _masked_value(value: Any, depth: int) -> Any:
-    """`value` with the JSON in its strings masked (objects in it are masked already)."""
+    """`value` with the JSON and forms in its strings masked (objects in it are masked
+    already); a string the scan leaves a secret in (a form: only the scan reads one) whole."""
     if isinstance(value, str):
-        return _embedded(value, depth)
+        shown = _embedded(value, depth)
+        return MASK if _embedded_leaks(shown, depth) else shown
     if isinstance(value, list):
         return [_masked_value(item, depth) for item in value]
     return value

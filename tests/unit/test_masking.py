@@ -60,6 +60,35 @@ def test_json_carried_in_a_string_is_masked_inside(body: str, shown: str) -> Non
     assert mask_text(body) == shown
 
 
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"data":"a=1&token=x"}', '{"data":"a=1&token=***"}'),
+        ('{"notify": "amount=300.00&errorMsg=low balance & retry&key=k1&sign=s%2B1"}',
+         '{"notify": "amount=300.00&errorMsg=low balance & retry&key=***&sign=***"}'),
+        ('{"d":"a=%20x+y&client%41uthKey=k&b=%2c"}', '{"d":"a=%20x+y&client%41uthKey=***&b=%2c"}'),
+        ('{"a":"{\\"b\\":\\"n=1&key=k\\"}"}', '{"a":"{\\"b\\":\\"n=1&key=***\\"}"}'),
+        ('{"d":"n=1&data=%7B%22sign%22%3A%22s%22%7D"}',
+         '{"d":"n=1&data=%7B%22sign%22%3A%22***%22%7D"}'),
+        ("data=a%3D1%26token%3Dx&n=1", "data=a%3D1%26token%3D***&n=1"),
+        ('data={"a":"x&y","token":"t"}&n=1', 'data={"a":"x&y","token":"***"}&n=1'),
+        ('{"d":"a=1&token=x\\u0026n=\\u0031"}', '{"d":"a=1&token=***\\u0026n=\\u0031"}'),
+        ('{"d":"Use a=1 & token=2","e":"see the token=2","f":"x == y","g":"YOSIRZ+EQ=="}',
+         '{"d":"Use a=1 & token=2","e":"see the token=2","f":"x == y","g":"YOSIRZ+EQ=="}'),
+        ('{"d":"a=1&n=2","e":"https://x.test/?a=1"}', '{"d":"a=1&n=2","e":"https://x.test/?a=1"}'),
+    ],
+    ids=["form_in_a_string", "signing_string_raw", "escapes_kept", "in_json_in_a_string",
+         "json_in_a_form_in_a_string", "form_in_a_form_field", "raw_json_with_an_ampersand",
+         "escaped_ampersand", "prose_unchanged", "no_secret_unchanged"],
+)
+def test_a_form_carried_in_a_string_is_masked_inside(body: str, shown: str) -> None:
+    """A form (`a=1&token=x`: a field name, no space in it, then `=`, at the string's start)
+    carried as a JSON string value or a form field's value, raw or encoded, however deep, has
+    its secret-named fields masked, every other byte as sent; prose with an `=` or `&` in it,
+    and a form with no secret, are left as they are."""
+    assert mask_text(body) == shown
+
+
 def test_json_embedded_past_the_depth_bound_is_masked_whole() -> None:
     """Past `_MAX_EMBEDDED` levels of JSON in strings, a JSON-like string is masked whole:
     the bound on the work never shows a secret."""
@@ -82,6 +111,14 @@ def test_a_missed_embedded_secret_falls_back_to_the_parsed_document(
     monkeypatch.setattr(payhook.masking, "_string_edits", lambda text, depth, values: [])
     shown = mask_text(json.dumps({"n": 1, "data": [_INNER]}, indent=1))
     assert shown == json.dumps({"n": 1, "data": [_SHOWN]})
+
+
+def test_a_missed_form_secret_masks_the_string_carrying_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the scan miss a secret in a form carried in a string, the body is shown
+    re-serialised from its parsed form with that string masked whole, never with the secret."""
+    monkeypatch.setattr(payhook.masking, "_form_edits", lambda text, depth: [])
+    shown = mask_text(json.dumps({"n": 1, "data": ["a=1&token=s3cret", "a=1&n=2"]}, indent=1))
+    assert shown == json.dumps({"n": 1, "data": [MASK, "a=1&n=2"]})
 
 
 @dataclass(frozen=True)
