@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -88,13 +87,18 @@ def _json_edits(text: str, depth: int) -> list[Edit]:
     return [(0, len(text), json.dumps(tree, ensure_ascii=False))]
 
 
-def _looks_json(text: str) -> bool:  # an array or object, or a string carrying one
+def _looks_json(text: str) -> bool:  # an array or object, or a string carrying one or a form
     start = text.lstrip()[:1]
-    return start in ("{", "[") or (start == '"' and "{" in text)
+    return start in ("{", "[") or (
+        start == '"' and _may_carry(text) and _STRING.fullmatch(text.strip()) is not None)
 
 
-def _carries_json(text: str) -> bool:  # a string value that may hold members
-    return "{" in text and _looks_json(text)
+def _may_carry(text: str) -> bool:  # JSON text with a member, or a form, in it (escaped, maybe)
+    return "{" in text or "=" in text or "\\u" in text
+
+
+def _carries_json(text: str) -> bool:  # a string value that may hold members or forms
+    return _may_carry(text) and _looks_json(text)
 
 
 def _carries(text: str) -> bool:  # a string value that may hold members or fields
@@ -121,7 +125,7 @@ def _form_edits(text: str, depth: int) -> list[Edit]:
             edits.append((start, end, MASK))
             continue
         value, offsets = spans.form_value(field.group(2))
-        spell = partial(spans.form_spelled, encoded=value != field.group(2))
+        spell = spans.form_speller(field.group(2), value)
         edits += spans.moved(_embedded_edits(value, depth), offsets, start, spell)
     return edits
 
@@ -174,14 +178,13 @@ def _string_edits(text: str, depth: int, values: list[tuple[int, int]]) -> list[
 def _token_edits(text: str, start: int, end: int, depth: int) -> list[Edit]:
     """The edits that mask the JSON carried in the string token `text[start:end]`."""
     token = text[start:end]
-    if "{" not in token and "=" not in token and "\\u" not in token:
+    if not _may_carry(token):
         return []  # the common case, spared a decode (`\\u007b` is a brace too)
     decoded = spans.json_string(token)
     if decoded is None:
         return []
     value, offsets = decoded
-    spell = partial(spans.json_spelled, ascii_only=token.isascii())
-    return spans.moved(_embedded_edits(value, depth), offsets, start, spell)
+    return spans.moved(_embedded_edits(value, depth), offsets, start, spans.json_speller(token))
 
 
 def _name(token: str) -> str:

@@ -18,6 +18,9 @@ _JSON_CHAR = re.compile(
     re.DOTALL)
 # One byte, or one character, of a form value.
 _FORM_CHAR = re.compile(r"%[0-9a-fA-F]{2}|.", re.DOTALL)
+# A percent escape with a hex letter in it; one in upper case.
+_HEX_LETTER = re.compile(r"%(?:[0-9a-fA-F][a-fA-F]|[a-fA-F][0-9])")
+_HEX_UPPER = re.compile(r"%(?:[0-9A-F][A-F]|[A-F][0-9])")
 
 
 def apply(text: str, edits: list[Edit]) -> str:
@@ -75,12 +78,20 @@ def moved(edits: list[Edit], offsets: list[int], base: int,
             for start, end, replacement in edits]
 
 
-def json_spelled(text: str, ascii_only: bool) -> str:
-    """`text` as a JSON string's content spells it."""
-    return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+def json_speller(token: str) -> Callable[[str], str]:
+    """How the JSON string `token` spells text: escaped, non-ASCII too if it has none raw."""
+    return lambda text: json.dumps(text, ensure_ascii=token.isascii())[1:-1]
 
 
-def form_spelled(text: str, encoded: bool) -> str:
-    """`text` as a form value spells it: percent-encoded (`*` kept) if the value is, or if
-    `text` holds what a raw value cannot."""
-    return quote(text, safe="*") if encoded or re.search(r"[&%+#]", text) else text
+def form_speller(raw: str, decoded: str) -> Callable[[str], str]:
+    """How the form value `raw` (`decoded`) spells text: percent-encoded (`*` kept; hex in the
+    value's case) if the value is, or if the text holds what a raw value cannot."""
+    lower = _HEX_LETTER.search(raw) is not None and _HEX_UPPER.search(raw) is None
+
+    def spell(text: str) -> str:
+        if raw == decoded and not re.search(r"[&%+#]", text):
+            return text
+        spelled = quote(text, safe="*")
+        return _HEX_UPPER.sub(lambda m: m.group().lower(), spelled) if lower else spelled
+
+    return spell
