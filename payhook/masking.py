@@ -23,6 +23,9 @@ _BOM = "\ufeff"
 # A JSON string token (lenient: an escaped line break passes), then what makes it a member name.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _COLON = re.compile(r"\s*:\s*")
+# Typographic quotes, as a provider's documentation writes JSON (MonetaPay's callback example,
+# `{“data”:{“en_data”:”…”}}`): read as `"` in a text that has no other.
+_CURLY = str.maketrans("\u201c\u201d", '""')
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _SCALAR_END = re.compile(r"[\s,\]}]")
 # A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
@@ -32,6 +35,9 @@ _FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
 # characters, no space: prose with an `=` in it is no form; no `/`, and at most 64, so base64
 # ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
 _FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
+# …or if, after prose, it holds two fields or more, the first after a space or a colon: a
+# signing string echoed in an error (`bad sign: amount=300&key=k1`).
+_FORM_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=[^&]*&[\w.\-\[\]%+]{1,64}=")
 # JSON or a form carried in a string (or a form field) carried in JSON…: masked inside this
 # many levels deep; a JSON-like or form-like string deeper still is masked whole.
 _MAX_EMBEDDED = 4
@@ -66,11 +72,13 @@ def _edits(text: str, depth: int) -> list[Edit]:
     """The edits that mask `text`, a body or a string carried `depth` levels into one."""
     bom = len(_BOM) if text.startswith(_BOM) else 0  # Windows tools write one; JSON all the same
     body = text[bom:]
-    edits = _json_edits(body, depth) if _looks_json(body) else _form_edits(body, depth)
-    return [(start + bom, end + bom, replacement) for start, end, replacement in edits]
+    return spans.shifted(
+        _json_edits(body, depth) if _looks_json(body) else _form_edits(body, depth), bom)
 
 
 def _json_edits(text: str, depth: int) -> list[Edit]:
+    if '"' not in text:
+        text = text.translate(_CURLY)  # one character for one: every span stays where it was
     values = _member_values(text)
     edits = sorted([_masked_member(text, *value) for value in values]
                    + _string_edits(text, depth, values))
@@ -101,20 +109,22 @@ def _carries_json(text: str) -> bool:  # a string value that may hold members or
     return _may_carry(text) and _looks_json(text)
 
 
-def _carries(text: str) -> bool:  # a string value that may hold members or fields
-    return _carries_json(text) or _FORM_START.match(text) is not None
+def _carried_at(text: str) -> int | None:
+    """Where the JSON or the form that the string `text` carries starts, if it carries one."""
+    if _carries_json(text) or _FORM_START.match(text):
+        return 0
+    found = _FORM_AFTER_PROSE.search(text)
+    return found.start() if found else None
 
 
 def _embedded_edits(text: str, depth: int) -> list[Edit]:
     """The edits that mask `text`, a string value found at `depth`, if it carries JSON or a
     form."""
-    if not _carries(text):
+    if (start := _carried_at(text)) is None:
         return []
-    return [(0, len(text), MASK)] if depth >= _MAX_EMBEDDED else _edits(text, depth + 1)
-
-
-def _embedded(text: str, depth: int) -> str:
-    return spans.apply(text, _embedded_edits(text, depth))
+    if depth >= _MAX_EMBEDDED:
+        return [(0, len(text), MASK)]
+    return spans.shifted(_edits(text[start:], depth + 1), start)
 
 
 def _form_edits(text: str, depth: int) -> list[Edit]:
@@ -238,12 +248,13 @@ def _embedded_leaks(value: Any, depth: int) -> bool:
     """Whether a string in `value` (a string, or lists of them) carries JSON or a form with a
     secret not masked; objects in it were checked by the parser already."""
     for text in _strings(value):
-        if not _carries(text):
+        if (start := _carried_at(text)) is None:
             continue
         if depth >= _MAX_EMBEDDED:
             return True  # `_embedded_edits` masks these whole
         try:
-            if _leaks(text, depth + 1) if _carries_json(text) else _form_leaks(text, depth + 1):
+            if (_leaks(text, depth + 1) if _carries_json(text)
+                    else _form_leaks(text[start:], depth + 1)):
                 return True
         except (ValueError, RecursionError):
             pass  # not JSON after all: the scan masked what it found in it
@@ -278,7 +289,7 @@ def _masked_value(value: Any, depth: int) -> Any:
     """`value` with the JSON and forms in its strings masked (objects in it are masked
     already); a string the scan leaves a secret in (a form: only the scan reads one) whole."""
     if isinstance(value, str):
-        shown = _embedded(value, depth)
+        shown = spans.apply(value, _embedded_edits(value, depth))
         return MASK if _embedded_leaks(shown, depth) else shown
     if isinstance(value, list):
         return [_masked_value(item, depth) for item in value]

@@ -33,6 +33,11 @@ def apply(text: str, edits: list[Edit]) -> str:
     return "".join(out) + text[kept:]
 
 
+def shifted(edits: list[Edit], by: int) -> list[Edit]:
+    """`edits` found in a text that starts `by` characters into another, made on that one."""
+    return [(start + by, end + by, replacement) for start, end, replacement in edits]
+
+
 def json_string(token: str) -> tuple[str, list[int]] | None:
     """The JSON string `token` decoded, with the index in `token` where each of its characters
     is spelled, and one more for the closing quote; None if it is not a valid JSON string."""

@@ -92,6 +92,29 @@ def test_a_form_carried_in_a_string_is_masked_inside(body: str, shown: str) -> N
     assert mask_text(body) == shown
 
 
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{\u201cdata\u201d:{\u201cen_data\u201d:\u201dx\u201d,\u201cpartner_key\u201d:\u201dpk\u201d}}',
+         '{\u201cdata\u201d:{\u201cen_data\u201d:\u201dx\u201d,\u201cpartner_key\u201d:\u201d***\u201d}}'),
+        ('{ "status": 1, "data": [ "accessToken": "1|4vY2W2" ] }',
+         '{ "status": 1, "data": [ "accessToken": "***" ] }'),
+        ('{"appId":1054,"errorMsg":"bad sign: amount=300&appId=1054&key=k1","sign":"af0g"}',
+         '{"appId":1054,"errorMsg":"bad sign: amount=300&appId=1054&key=***","sign":"***"}'),
+        ('{"appId":1054,"signStr":"amount=300&appId=1054&key=k1","sign":"af0g"}',
+         '{"appId":1054,"signStr":"amount=300&appId=1054&key=***","sign":"***"}'),
+        ('{"d":"[\\"token\\u003dx\\"]"}', '{"d":"[\\"token\\u003d***\\"]"}'),
+    ],
+    ids=["monetapay_typographic_quotes", "sssms88_member_in_an_array",
+         "otgpay_signing_string_in_an_error", "otgpay_signing_string", "escaped_equals_sign"],
+)
+def test_bodies_as_the_providers_documents_write_them_are_masked(body: str, shown: str) -> None:
+    """The providers' documented examples: MonetaPay's callback in typographic quotes (its
+    `partner_key` masked, the quotes kept), SSSMS88's token as a member of an array, OTGPAY's
+    signing string (`…&key=<merchant secret>`) echoed in a field, alone or after prose."""
+    assert mask_text(body) == shown
+
+
 def test_json_embedded_past_the_depth_bound_is_masked_whole() -> None:
     """Past `_MAX_EMBEDDED` levels of JSON in strings, a JSON-like string is masked whole:
     the bound on the work never shows a secret."""
