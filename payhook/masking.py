@@ -37,7 +37,8 @@ _FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
 _FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
 # …or if, after prose, it holds two fields or more, the first after a space or a colon: a
 # signing string echoed in an error (`bad sign: amount=300&key=k1`).
-_FORM_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=[^&]*&[\w.\-\[\]%+]{1,64}=")
+_FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
+_NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
 # JSON or a form carried in a string (or a form field) carried in JSON…: masked inside this
 # many levels deep; a JSON-like or form-like string deeper still is masked whole.
 _MAX_EMBEDDED = 4
@@ -77,6 +78,8 @@ def _edits(text: str, depth: int) -> list[Edit]:
 
 
 def _json_edits(text: str, depth: int) -> list[Edit]:
+    """The edits that mask the JSON (or JSON-like) `text`; should they leave a secret-named
+    member, one that shows the text re-serialised from its parsed form, masked."""
     if '"' not in text:
         text = text.translate(_CURLY)  # one character for one: every span stays where it was
     values = _member_values(text)
@@ -113,8 +116,12 @@ def _carried_at(text: str) -> int | None:
     """Where the JSON or the form that the string `text` carries starts, if it carries one."""
     if _carries_json(text) or _FORM_START.match(text):
         return 0
-    found = _FORM_AFTER_PROSE.search(text)
-    return found.start() if found else None
+    for field in _NEXT_FIELD.finditer(text):  # a second field; is a first one before it?
+        first = _FIELD_AFTER_PROSE.search(text, text.rfind("&", 0, field.start()) + 1,
+                                          field.start())
+        if first:
+            return first.start()
+    return None
 
 
 def _embedded_edits(text: str, depth: int) -> list[Edit]:
@@ -128,6 +135,8 @@ def _embedded_edits(text: str, depth: int) -> list[Edit]:
 
 
 def _form_edits(text: str, depth: int) -> list[Edit]:
+    """The edits that mask the form `text`: each secret-named field's value, and the JSON or
+    form carried in any other's."""
     edits: list[Edit] = []
     for field in _FORM_FIELD.finditer(text):
         start, end = field.span(2)

@@ -47,6 +47,8 @@ def json_string(token: str) -> tuple[str, list[int]] | None:
         return None
     if not isinstance(text, str):
         return None
+    if "\\" not in token:  # the common case: each character spelled as itself
+        return text, list(range(1, len(token)))
     offsets = [m.start() for m in _JSON_CHAR.finditer(token, 1, len(token) - 1)]
     if len(offsets) != len(text):  # a raw surrogate beside an escaped one: read otherwise
         return None
@@ -57,6 +59,8 @@ def form_value(raw: str) -> tuple[str, list[int]]:
     """The form value (or name) `raw` decoded (`+` a space, `%XX` a byte of UTF-8; a byte that
     is not UTF-8 a lone surrogate), with the index in `raw` where each of its characters is
     spelled, and one more for its end."""
+    if "%" not in raw and "+" not in raw:  # the common case: each character spelled as itself
+        return raw, list(range(len(raw) + 1))
     data = bytearray()
     starts: list[int] = []
     for found in _FORM_CHAR.finditer(raw):
