@@ -1,21 +1,10 @@
 """Processing a batch of stored callbacks: judge each (decode, verify, confirm), then apply.
 
-Each attempt is counted before it starts (`claimed_at` marks it running, `claimed_by` names
-its task), so a callback whose processing kills its worker (out of memory, a crash, the task
-time limit) is seen on redelivery: its batch is split and each callback sent again alone, and
-after `max_attempts` such attempts it is `dead` (reason `worker_lost`) instead of being
-redelivered forever. A batch's attempt that died is given back to each callback when the batch
-is split: which one killed it is not known, and alone each is counted again.
-
-A claim is over when its task is this one (Redis redelivers a lost worker's task under its
-id), when it is marked ended (`claimed_by` NULL), or when it is older than the task time limit.
-Any other claim is an attempt still running in another task (a late retry the sweeper also
-sent, say): that callback is left to it, neither judged twice nor taken for a death.
-
-An attempt that fails with an error a retry can cure (the database or a provider away) is
-ended and the task retries the batch. Any other error (a bug, an input nothing here foresaw)
-is treated as a death: the batch is split at once, and the culprit alone ends `dead` after
-`max_attempts`, instead of taking its neighbours down with it at every sweep, for ever.
+An attempt is claimed before it starts (`workers.claims`). One that fails with an error a
+retry can cure (the database or a provider away) is ended and the task retries the batch. Any
+other error (a bug, an input nothing here foresaw) is treated as a death: the batch is split at
+once, and the culprit alone ends `dead` after `max_attempts`, instead of taking its neighbours
+down with it at every sweep, for ever.
 
 Judging (`workers.judging`) runs outside any transaction. Applying runs in one
 transaction with a savepoint per callback, so the round trip and the commit are shared while
@@ -29,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -42,11 +31,11 @@ from payhook.settings import Settings
 from providers.base import ProviderEvent
 from providers.errors import Transient
 from workers import judging
+from workers.claims import LOST, claim_attempts, end_attempts
 from workers.judging import Verdict
 from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
-LOST = "worker_lost"  # the reason of a callback whose every attempt died with its worker
 # The errors a retry of the whole batch can cure: the database or a provider away. The task
 # retries on these (its `autoretry_for`); any other error is treated as a death.
 RETRYABLE: tuple[type[Exception], ...] = (OperationalError, Transient)
@@ -69,16 +58,6 @@ class BatchResult:
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
-@dataclass
-class Claim:
-    """What starting an attempt found: the callbacks to judge now, those whose earlier attempts
-    all died with their worker (now `dead`), and a batch to split instead of judging."""
-
-    rows: list[Callback] = field(default_factory=list)
-    lost: list[Callback] = field(default_factory=list)
-    split: list[int] = field(default_factory=list)
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -95,7 +74,7 @@ def retry_delay_s(settings: Settings, attempts: int) -> int:
 def process_batch(rt: Runtime, ids: list[int], task_id: str) -> BatchResult:
     """Bring every non-final callback in `ids` to a final state (or schedule a retry); the
     attempts are claimed for `task_id`, the Celery task running them."""
-    claim = _claim(rt, ids, task_id)
+    claim = claim_attempts(rt, ids, task_id)
     result = BatchResult(split=claim.split)
     for cb in claim.lost:
         result.count(cb.id, "dead", LOST, cb.merchant_order_no)
@@ -110,7 +89,7 @@ def process_batch(rt: Runtime, ids: list[int], task_id: str) -> BatchResult:
             log.warning("batch_apply_failed", error=str(exc)[:200], size=len(verdicts))
             finals = _write(rt, ids, verdicts, isolate=True)
     except RETRYABLE:  # the attempt ended (the task retries it), its worker did not die
-        _end(rt, [cb.id for cb in claim.rows], claimed_at=None, claimed_by=None)
+        end_attempts(rt, [cb.id for cb in claim.rows], claimed_at=None, claimed_by=None)
         raise
     except Exception:
         # Not retryable: taken for a death. Several callbacks get the attempt back and are each
@@ -121,10 +100,11 @@ def process_batch(rt: Runtime, ids: list[int], task_id: str) -> BatchResult:
                       callback_ids=[cb.id for cb in claim.rows][:16])
         claimed = [cb.id for cb in claim.rows]
         if len(claimed) > 1:
-            _end(rt, claimed, attempts=Callback.attempts - 1, claimed_at=None, claimed_by=None)
+            end_attempts(rt, claimed, attempts=Callback.attempts - 1, claimed_at=None,
+                         claimed_by=None)
             result.split = claimed
             return result
-        _end(rt, claimed, claimed_by=None)
+        end_attempts(rt, claimed, claimed_by=None)
         raise
     for verdict, values in finals:
         state = str(values["state"])
@@ -134,77 +114,6 @@ def process_batch(rt: Runtime, ids: list[int], task_id: str) -> BatchResult:
             delay = retry_delay_s(rt.settings, verdict.counted)
             result.retry.setdefault(delay, []).append(verdict.callback_id)
     return result
-
-
-def _claim(rt: Runtime, ids: list[int], task_id: str) -> Claim:
-    """Count an attempt for each non-final callback in `ids` before any of it is judged.
-
-    A callback with an attempt running in another task is left to that task. One found with
-    a claim that is over had an attempt that never finished. In a batch of several, nothing is
-    judged: the caller sends each callback again alone, so the one that kills its worker cannot
-    take its neighbours down with it again. Alone, it is tried until `max_attempts` attempts
-    have started, then ends `dead` with reason `worker_lost`.
-    """
-    now = now_utc()
-    running_since = now - timedelta(seconds=rt.settings.task_time_limit_s)
-
-    def running_elsewhere(cb: Callback) -> bool:
-        return (cb.claimed_at is not None and cb.claimed_by not in (None, task_id)
-                and cb.claimed_at > running_since)
-
-    with rt.sessions.begin() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # Losing this commit in a database crash loses one attempt's count, nothing else;
-            # the write that ends the attempt is durable, and commits after this one.
-            session.execute(text("SET LOCAL synchronous_commit = off"))
-        rows = list(
-            session.execute(
-                select(Callback)
-                .where(Callback.id.in_(ids), Callback.state.in_(NON_FINAL))
-                .order_by(Callback.id)
-                .with_for_update()
-            ).scalars()
-        )
-        elsewhere = [cb.id for cb in rows if running_elsewhere(cb)]
-        if elsewhere:
-            log.warning("claim_skipped", reason="attempt_running_elsewhere",
-                        callback_ids=elsewhere[:16])
-            rows = [cb for cb in rows if cb.id not in elsewhere]
-        unfinished = [cb for cb in rows if cb.claimed_at is not None]
-        if unfinished and len(rows) > 1:
-            log.warning("batch_split", reason="unfinished_attempt", size=len(rows),
-                        unfinished=[cb.id for cb in unfinished][:16])
-            for cb in unfinished:
-                if cb.claimed_by == task_id:  # this batch's own attempt: no one callback's
-                    cb.attempts, cb.claimed_at = cb.attempts - 1, None
-                cb.claimed_by = None  # over: the task sending it alone must not wait for it
-            return Claim(split=[cb.id for cb in rows])
-        claim = Claim()
-        for cb in rows:
-            if cb.claimed_at is not None and cb.attempts >= rt.settings.max_attempts:
-                cb.state, cb.reason, cb.processed_at = "dead", LOST, now
-                cb.claimed_at = cb.claimed_by = None
-                claim.lost.append(cb)
-            else:
-                cb.attempts, cb.claimed_at, cb.claimed_by = cb.attempts + 1, now, task_id
-                claim.rows.append(cb)
-    return claim
-
-
-def _end(rt: Runtime, ids: list[int], **values: Any) -> None:
-    """Mark an attempt that failed with an error as over, writing `values`: ended (`claimed_at`
-    cleared), given back too (`attempts` less one), or left unfinished but no longer running
-    (only `claimed_by` cleared). If even this fails (the database is down), the claim runs out
-    at the task time limit, which costs only time."""
-    try:
-        with rt.sessions.begin() as session:
-            session.execute(
-                update(Callback)
-                .where(Callback.id.in_(ids), Callback.state.in_(NON_FINAL))
-                .values(**values)
-            )
-    except Exception as exc:
-        log.warning("claim_end_failed", error=str(exc)[:200], size=len(ids))
 
 
 def _write(
