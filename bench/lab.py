@@ -16,7 +16,8 @@ from typing import Any
 
 from bench.stack import PYTHON, Backends, Proc, RssWatch, cores, wait_http
 from payhook.embedded import free_port
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.server import ProviderServer
+from sandbox.world import SandboxWorld
 
 _WORKER_FLAGS = ["--concurrency", "2", "--pool", "prefork", "--without-mingle",
                  "--without-gossip"]

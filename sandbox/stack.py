@@ -18,9 +18,10 @@ from aiohttp import web
 
 from payhook.embedded import free_port
 from sandbox.check import Report, settle, verify
+from sandbox.server import create_provider_app
 from sandbox.traffic import FaultMix, Generator, Progress
 from sandbox.view import LiveView
-from sandbox.world import SandboxWorld, create_provider_app
+from sandbox.world import SandboxWorld
 
 T = TypeVar("T")
 STALE_AFTER_S = 4  # pending this long, an order is due for a status query

@@ -1,5 +1,6 @@
 """The sandbox's providers: generated keys, the providers file for payhook, each provider's
-view of its orders, signed callbacks, and one aiohttp app answering all four query APIs.
+view of its orders and signed callbacks, and the answers to their status queries (served over
+HTTP by `sandbox.server`).
 
 This is the one implementation of the fake providers; the tests and `payhook dev --sandbox`
 both use it.
@@ -7,7 +8,6 @@ both use it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import threading
@@ -18,11 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from payhook.embedded import free_port
 from providers.base import HttpRequest
 from sandbox.wire import monetapay as w_monetapay
 from sandbox.wire import mtpay as w_mtpay
@@ -247,76 +245,3 @@ secret_key = "{s['mtpay_secret_key']}"
         if provider == "monetapay":
             return w_monetapay.reply_busy()
         return w_otgpay.reply_busy()
-
-
-WORLD = web.AppKey("world", SandboxWorld)
-
-
-async def _query(request: web.Request) -> web.Response:
-    world = request.app[WORLD]
-    provider = request.match_info["provider"]
-    if provider not in PROVIDERS:
-        raise web.HTTPNotFound()
-    if delay := world.stalled.get(provider):
-        await asyncio.sleep(delay)
-    if provider in world.busy:
-        world.queries[(provider, "*busy*")] += 1
-        return web.Response(body=world.busy_reply(provider), content_type="application/json")
-    outgoing = HttpRequest(request.method, str(request.url), dict(request.headers),
-                           await request.read())
-    status, body, content_type = world.answer(provider, outgoing)
-    return web.Response(status=status, body=body, headers={"Content-Type": content_type})
-
-
-async def _publish(request: web.Request) -> web.Response:
-    """Sandbox control, not a provider API: set what a provider reports for one order (used by
-    `payhook sandbox send` to tell the providers of a running `payhook dev`)."""
-    provider = request.match_info["provider"]
-    if provider not in PROVIDERS:
-        raise web.HTTPNotFound()
-    fields = await request.json()
-    if not isinstance(fields, dict):
-        raise web.HTTPBadRequest(text="a JSON object of provider fields")
-    request.app[WORLD].publish(provider, fields)
-    return web.json_response({"published": provider})
-
-
-def create_provider_app(world: SandboxWorld) -> web.Application:
-    """One app serving every provider's query API under `/<provider>/…` (and the sandbox's
-    own `POST /_sandbox/publish/<provider>`)."""
-    app = web.Application()
-    app[WORLD] = world
-    app.router.add_post("/_sandbox/publish/{provider}", _publish)
-    app.router.add_route("*", "/{provider}/{tail:.*}", _query)
-    return app
-
-
-class ProviderServer:
-    """The sandbox's provider query APIs, served from a thread on 127.0.0.1."""
-
-    def __init__(self, world: SandboxWorld) -> None:
-        self.world = world
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(create_provider_app(self.world), access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def start(self) -> ProviderServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)

@@ -14,7 +14,8 @@ import redis
 
 from ledger.migrate import upgrade
 from payhook.embedded import EmbeddedRedis
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.server import ProviderServer
+from sandbox.world import SandboxWorld
 from tests.harness import Stack
 
 

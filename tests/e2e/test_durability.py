@@ -22,7 +22,8 @@ from payhook.accounts import load_accounts
 from payhook.broker import PROCESS_TASK, make_celery
 from payhook.embedded import EmbeddedRedis
 from payhook.settings import Settings
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.server import ProviderServer
+from sandbox.world import SandboxWorld
 from tests.conftest import queue_name, unique
 from tests.harness import Stack, fresh_database, store, wait_for
 

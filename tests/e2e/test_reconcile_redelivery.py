@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from payhook.broker import RECONCILE_TASK
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.server import ProviderServer
+from sandbox.world import SandboxWorld
 from tests.conftest import queue_name, unique
 from tests.harness import Stack, fresh_database, wait_for
 

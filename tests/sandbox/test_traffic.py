@@ -10,8 +10,9 @@ import pytest
 
 from ledger.migrate import upgrade
 from sandbox.check import Report, run_for
+from sandbox.server import ProviderServer
 from sandbox.traffic import FaultMix, Generator
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.world import SandboxWorld
 from tests.conftest import queue_name
 from tests.harness import API_TOKEN, Stack
 
