@@ -13,8 +13,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple, NoReturn
@@ -23,32 +22,12 @@ from sqlalchemy import Engine
 
 from bench import phases, seed
 from bench.lab import Lab
-from bench.report import machine, markdown, med, verdicts
+from bench.plan import FULL, QUICK, RATES, Plan
+from bench.report import markdown, med
 from bench.stack import Backends
+from bench.summary import ack_label, summarise
 from bench.traffic import make_batch, save
 from ledger.db import make_engine
-
-RATES = (500, 1000)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much to measure: the full run, or `--quick` (the same things, smaller and fewer)."""
-
-    levels: tuple[int, ...]
-    reps: int
-    growth_reps: int
-    latency_reps: int  # at every level: a tail is decided by a few disk stalls, so more runs
-    saturation_s: float
-    latency_s: float
-    e2e_n: int
-    floor_latency: bool  # the smallest durable receiver's latency too, not only its saturation
-
-
-FULL = Plan(levels=(10_000, 100_000, 1_000_000), reps=3, growth_reps=2, latency_reps=5,
-            saturation_s=5, latency_s=10, e2e_n=20_000, floor_latency=True)
-QUICK = Plan(levels=(1_000, 50_000), reps=2, growth_reps=2, latency_reps=3,
-             saturation_s=2, latency_s=3, e2e_n=1_500, floor_latency=False)
 
 
 def _progress(message: str) -> None:
@@ -62,12 +41,6 @@ class Server(NamedTuple):
     name: str
     port: int
     pool: Path
-
-
-def _ack_label(stack: str) -> str:
-    """The key a stack's receiver runs are stored under in a level's ack results (the main
-    stack's is "receiver", beside "echo"; its end-to-end runs are under "payhook")."""
-    return "receiver" if stack == "payhook" else stack
 
 
 def _ack_level(plan: Plan, reps: int, servers: dict[str, Server]) -> dict[str, Any]:
@@ -197,7 +170,7 @@ def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
                 entry["base_orders"] = seed.order_count(stacks["base"].engine)
             marks = {label: seed.callbacks_mark(st.engine) for label, st in stacks.items()}
             servers = {ref: main.server(ref) for ref in ("echo", "floor")} if first else {}
-            servers.update({_ack_label(label): st.server("receiver")
+            servers.update({ack_label(label): st.server("receiver")
                             for label, st in stacks.items()})
             entry["ack"] = _ack_level(plan, reps, servers)
             for label, st in stacks.items():
@@ -212,96 +185,7 @@ def run(plan: Plan, quick: bool, workdir: Path) -> dict[str, Any]:
         main.close()
         if base is not None:
             base.close()
-    return _summarise(plan, quick, main.lab.backends, levels, rss)
-
-
-def _summarise(plan: Plan, quick: bool, backends: Backends, levels: list[dict[str, Any]],
-               rss: dict[str, float]) -> dict[str, Any]:
-    def level_figures(level: dict[str, Any], stack: str = "payhook") -> dict[str, Any]:
-        server = _ack_label(stack)
-        sat, lat = level["ack"]["saturation"][server], level["ack"]["latency"][server]
-        return {
-            "orders": level["orders"] if stack == "payhook" else level["base_orders"],
-            "ack_rate": med([r["rate"] for r in sat]),
-            **{f"{q}_ms_{rate}": med([r[f"{q}_ms"] for r in lat[rate]])
-               for rate in RATES for q in ("p50", "p99", "p999")},
-            "e2e_rate": med([r["rate"] for r in level["e2e"][stack]]),
-            # Over all of the level's latency runs: the generator's stalls (requests > 10 ms,
-            # 50 ms apart counted once) and the inbox commits that took > 10 ms meanwhile.
-            **{key: sum(r[key] for rate in RATES for r in lat[rate])
-               for key in ("stalls", "slow_commits", "commits")},
-            "latency_runs": sum(len(lat[rate]) for rate in RATES),
-        }
-
-    def growth_of(large: dict[str, Any], small: dict[str, Any]) -> dict[str, float]:
-        """Cost on the larger ledger ÷ cost on the smallest, measured in the same minutes."""
-        return {
-            "ack_p99_ms_500": large["p99_ms_500"] / small["p99_ms_500"],
-            "ack_p99_ms_1000": large["p99_ms_1000"] / small["p99_ms_1000"],
-            "e2e_rate": small["e2e_rate"] / large["e2e_rate"],
-            "ack_rate (info)": small["ack_rate"] / large["ack_rate"],
-        }
-
-    figures = []
-    for level in levels:
-        figure = level_figures(level)
-        if "base_orders" in level:
-            figure["alongside"] = level_figures(level, "base")
-            figure["growth"] = growth_of(figure, figure["alongside"])
-            figure["growth_worst"] = max(v for k, v in figure["growth"].items()
-                                         if "info" not in k)
-        figures.append(figure)
-    first, last = levels[0], figures[-1]
-    base = figures[0]
-    echo_sat = first["ack"]["saturation"]["echo"]
-    echo_lat = first["ack"]["latency"]["echo"]
-    floor_sat = first["ack"]["saturation"]["floor"]
-    floor_lat = first["ack"]["latency"]["floor"]
-    noop = first["e2e"]["noop"]
-    growth: dict[str, float] = last.get("growth", {})
-    raw = {
-        "ack_rate": base["ack_rate"],
-        "echo_rate": med([r["rate"] for r in echo_sat]),
-        "receiver_cpu_share": med([r["server_cpu_share"]
-                                   for r in first["ack"]["saturation"]["receiver"]]),
-        "echo_cpu_share": med([r["server_cpu_share"] for r in echo_sat]),
-        "generator_cpu_share": med([r["generator_cpu_share"]
-                                    for r in first["ack"]["saturation"]["receiver"]]),
-        "echo_generator_cpu_share": med([r["generator_cpu_share"] for r in echo_sat]),
-        "latency": {str(rate): {f"{q}_ms": base[f"{q}_ms_{rate}"] for q in ("p50", "p99", "p999")}
-                    for rate in RATES},
-        "echo_latency": {str(rate): {k: med([r[k] for r in echo_lat[rate]])
-                                     for k in ("p50_ms", "p99_ms", "p999_ms")} for rate in RATES},
-        "echo_stalls": sum(r["stalls"] for rate in RATES for r in echo_lat[rate]),
-        # The smallest durable receiver (bench/floor.py): group commit of the body alone.
-        "floor_rate": med([r["rate"] for r in floor_sat]),
-        "floor_cpu_share": med([r["server_cpu_share"] for r in floor_sat]),
-        "floor_latency": {str(rate): {k: med([r[k] for r in floor_lat[rate]])
-                                      for k in ("p50_ms", "p99_ms", "p999_ms")}
-                          for rate in RATES},
-        "e2e_n": plan.e2e_n, "e2e_rate": base["e2e_rate"],
-        "noop_rate": med([r["rate"] for r in noop]),
-        "growth": growth, "levels": figures, "rss": rss, "runs": levels,
-    }
-    doc: dict[str, Any] = {
-        "ack_ratio": raw["ack_rate"] / raw["echo_rate"],
-        "floor_ratio": raw["floor_rate"] / raw["echo_rate"],
-        "ack_ratio_to_floor": raw["ack_rate"] / raw["floor_rate"],
-        "ack_p99_ms_500": base["p99_ms_500"], "ack_p999_ms_500": base["p999_ms_500"],
-        "ack_p99_ms_1000": base["p99_ms_1000"], "ack_p999_ms_1000": base["p999_ms_1000"],
-        "e2e_ratio": raw["e2e_rate"] / raw["noop_rate"],
-        "growth_ratio": last.get("growth_worst", float("nan")),
-        "growth_levels": [f["orders"] for f in figures],
-        "rss_receiver_mb": rss.get("receiver", 0.0), "rss_worker_mb": rss.get("worker", 0.0),
-        "database": backends.database, "database_version": backends.server_version(),
-        "database_source": backends.database_source, "redis": backends.redis_source,
-        "quick": quick, "reps": plan.reps, "growth_reps": plan.growth_reps,
-        "latency_reps": plan.latency_reps,
-        "plan": asdict(plan), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "raw": raw,
-    }
-    doc["targets"] = verdicts(doc)
-    return doc
+    return summarise(plan, quick, main.lab.backends, levels, rss)
 
 
 def main(argv: list[str] | None = None) -> int:
