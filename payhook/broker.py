@@ -50,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # The pool kills a task running longer; its callbacks keep the attempt counted and the
-        # sweeper sends them again (workers/process.py).
+        # sweeper sends them again (workers/claims.py).
         "task_time_limit": settings.task_time_limit_s,
         # A reconciliation pass killed so would leave its run `running` for the sweep and its
         # claimed orders leased, and Celery acks a task killed at its time limit, so nothing
