@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import create_engine, select
 
 from ledger.models import Order
-from sandbox.world import ProviderServer, SandboxWorld
+from sandbox.server import ProviderServer
+from sandbox.world import SandboxWorld
 from tests.conftest import queue_name, unique
 from tests.harness import Stack, fresh_database, wait_for
 
