@@ -51,6 +51,12 @@ class QueryTransient(QueryError, Transient):
     """Raised when the provider is busy, unreachable or answered 5xx: retry later with backoff."""
 
 
+class QueryRefused(QueryTransient):
+    """Raised when a query's retry was not sent: its turn in the pace or its unit of the shared
+    query budget was not to be had in time. `code` is the provider's last failure, but it is
+    the budget that ended the query."""
+
+
 class QueryNotFound(QueryError):
     """Raised when the provider says it does not know the order."""
 

@@ -11,23 +11,36 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
 from providers.base import Headers, HttpReply, HttpRequest, QueryTransport
-from providers.errors import QueryPermanent, QueryTransient
+from providers.errors import QueryPermanent, QueryRefused, QueryTransient
 
 log = structlog.get_logger(__name__)
 
 #: Statuses worth another try: the provider is throttling us or is itself in trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
-#: Takes one more query from the budget every process shares (reconcile.budget): True once
-#: granted, False if none can be had in time. A retry is a query to the provider like any other.
-Charge = Callable[[], Awaitable[bool]]
+
+
+class Charge(Protocol):
+    """Takes a query from the budget every process shares (reconcile.budget), within a bound: a
+    retry is a query to the provider like any other, and its caller holds something while it
+    waits (a poll its slot, a confirming batch its worker), so the wait must end in time."""
+
+    def bound_s(self) -> float:
+        """The longest the query, asked now, may still wait: for its turn in this process's
+        pace and its unit of the budget together."""
+        ...
+
+    async def __call__(self, within_s: float) -> bool:
+        """Take one unit, waiting at most `within_s`: True once granted; False, without waiting
+        in vain, if none can be had in time."""
+        ...
 
 
 class TokenBucket:
@@ -89,6 +102,23 @@ class TokenBucket:
         refused it), so the requests after it do not wait for a turn nobody used."""
         with self._mutex:
             self._tokens = min(float(self.burst), self._tokens + 1.0)
+
+
+async def admitted(bucket: TokenBucket | None, charge: Charge) -> bool:
+    """Whether a query may go out within `charge`'s bound: its turn in this process's pace
+    first, then its unit of the shared budget, right before it is sent (a unit taken before the
+    pace's wait could be spent in a later window, with other waiters', in a burst over the
+    rate). Either out of reach in time, nothing is sent, so the pace's turn goes back."""
+    bound, start = charge.bound_s(), time.monotonic()
+    if bucket is not None and not await bucket.acquire_within(bound):
+        return False
+    granted = False
+    try:
+        granted = await charge(max(0.0, bound - (time.monotonic() - start)))
+    finally:
+        if not granted and bucket is not None:
+            bucket.refund()
+    return granted
 
 
 @dataclass(frozen=True)
@@ -169,9 +199,9 @@ class QueryHttp:
         *, paced: bool = False,
     ) -> QueryTransport:
         """A transport bound to the rate-limit bucket of `key` (the same key, the same bucket);
-        each retry waits its turn in the bucket, then is charged to the shared budget by
-        `charge_retry`, if given (the caller charged the first attempt). `paced`: the caller
-        waited the first attempt's turn too, before charging it, and it goes out at once."""
+        each retry waits its turn in the bucket, then, if `charge_retry` is given, is charged to
+        the shared budget by it, both within its bound (the caller charged the first attempt).
+        `paced`: the caller waited the first attempt's turn too, and it goes out at once."""
         return AccountTransport(self, self.bucket(key, rate_per_s), charge_retry, paced)
 
     async def send(
@@ -179,19 +209,23 @@ class QueryHttp:
         charge_retry: Charge | None = None, paced: bool = False,
     ) -> HttpReply:
         """Send with retries: 2xx and 4xx but 429 are returned; the rest end in QueryTransient,
-        as does a retry `charge_retry` finds no budget for. `paced`: the first attempt's turn
-        in `bucket` was already waited for."""
+        QueryRefused when a retry's turn in `bucket` or unit from `charge_retry` is not to be had
+        within the charge's bound. `paced`: the first attempt's turn in `bucket` was already
+        waited for."""
         parts = urlsplit(request.url)
         where = {"method": request.method, "host": parts.netloc, "path": parts.path}
         attempts = self.retry.attempts
-        reason = note = ""
+        reason = ""
         for attempt in range(1, attempts + 1):
-            if bucket is not None and (attempt > 1 or not paced):
+            if attempt > 1 and charge_retry is not None:
+                if not await admitted(bucket, charge_retry):
+                    raise QueryRefused(
+                        f"{request.method} {parts.netloc}{parts.path}: {reason} after "
+                        f"{attempt - 1} attempts (no query budget for a retry in time)",
+                        code=reason,
+                    )
+            elif bucket is not None and (attempt > 1 or not paced):
                 await bucket.acquire()
-            # Charged after the bucket's wait, so the unit is spent in the window it goes out in.
-            if attempt > 1 and charge_retry is not None and not await charge_retry():
-                attempts, note = attempt - 1, " (no query budget for a retry)"
-                break
             try:
                 return await self._attempt(request)
             except _AttemptFailed as exc:
@@ -202,8 +236,7 @@ class QueryHttp:
             if attempt < attempts:
                 await asyncio.sleep(self.retry.delay(attempt))
         raise QueryTransient(
-            f"{request.method} {parts.netloc}{parts.path}: {reason} after {attempts} attempts"
-            f"{note}",
+            f"{request.method} {parts.netloc}{parts.path}: {reason} after {attempts} attempts",
             code=reason,
         )
 

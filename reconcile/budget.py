@@ -11,8 +11,16 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import redis
+
+#: How a `RateBudget.acquire` makes each take off the loop: a thread by default; a round's
+#: `RedisCalls.run`, which stops once Redis is out of reach.
+Run = Callable[..., Awaitable[float]]
+#: The code of a query that ended because a retry got no turn or unit in time: told apart from
+#: the provider's last failure, which a retry might have cured.
+REFUSED = "query:budget"
 
 
 def window(rate_per_s: float) -> tuple[int, int]:
@@ -56,7 +64,7 @@ class RateBudget:
 
     async def acquire(
         self, account_key: str, rate_per_s: float, until: float | None = None,
-        run: Callable[..., Awaitable[float]] = asyncio.to_thread,
+        run: Run = asyncio.to_thread,
     ) -> bool:
         """Wait (sleeping, never spinning) until a query of `account_key` is within budget:
         True once granted; False, without waiting in vain, if that would be after `until`
@@ -69,3 +77,23 @@ class RateBudget:
             if until is not None and self._clock() + wait > until:
                 return False
             await asyncio.sleep(wait)
+
+
+@dataclass
+class BudgetCharge:
+    """Charges the queries of one account to its budget, each by the deadline `until()` gives
+    as it is asked (a time on the budget's clock): a `providers.http.Charge`, so a query's
+    retries, their turn in this process's pace included, never hold its caller past it."""
+
+    budget: RateBudget
+    key: str
+    rate: float
+    until: Callable[[], float]
+    run: Run = asyncio.to_thread
+
+    def bound_s(self) -> float:
+        return max(0.0, self.until() - self.budget.now())
+
+    async def __call__(self, within_s: float) -> bool:
+        until = self.budget.now() + within_s
+        return await self.budget.acquire(self.key, self.rate, until=until, run=self.run)

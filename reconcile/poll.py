@@ -27,9 +27,9 @@ from ledger.money import AmountError
 from ledger.status import Kind, Outcome, Status
 from payhook.accounts import Account
 from providers.base import OrderKind, OrderRef, ProviderEvent
-from providers.errors import QueryAuth, QueryError, QueryNotFound, QueryTransient
+from providers.errors import QueryAuth, QueryError, QueryNotFound, QueryRefused, QueryTransient
 from reconcile.breaker import Breaker, BreakerState
-from reconcile.budget import RateBudget
+from reconcile.budget import REFUSED, BudgetCharge, RateBudget
 from reconcile.context import OutOfTime, PassContext
 from reconcile.due import DueOrder
 from reconcile.outage import RedisCalls, RedisDown
@@ -180,16 +180,17 @@ async def _record(round_: _Round, key: str, answer: Answer) -> None:
 async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     ref = OrderRef(order.merchant_order_no, order.provider_order_no, OrderKind(order.kind))
     key, rate = account.key, account.config.query_rate_per_s
-    charge_retry = _RetryCharge(round_, key, rate)
-    transport = round_.ctx.http.for_account(key, rate, charge_retry, paced=True)
+    transport = round_.ctx.http.for_account(key, rate, _retry_charge(round_, key, rate),
+                                            paced=True)
     now_ms = int(round_.ctx.now().timestamp() * 1000)
     try:
         events = await account.provider.query(transport, account.config, ref, now_ms)
     except QueryNotFound as exc:
         return Answer(order, error="not_found", code=exc.safe_code)
+    except QueryRefused:
+        return Answer(order, error="transient", code=REFUSED)
     except QueryTransient as exc:
-        code = "query:budget" if charge_retry.refused else exc.safe_code
-        return Answer(order, error="transient", code=code)
+        return Answer(order, error="transient", code=exc.safe_code)
     except QueryAuth as exc:
         return Answer(order, error="auth", code=exc.safe_code)
     except QueryError as exc:  # QueryPermanent: the provider's code says why, for the report
@@ -207,24 +208,14 @@ async def _query(round_: _Round, account: Account, order: DueOrder) -> Answer:
     return Answer(order, events=events)
 
 
-@dataclass
-class _RetryCharge:
+def _retry_charge(round_: _Round, key: str, rate: float) -> BudgetCharge:
     """Charges a query's retries to its account's budget. Waited for in the query's slot, as its
-    backoff is, so never longer than the transport's longest backoff (`backoff_max_s`): a spent
-    account (a low rate's window is seconds long) would hold the slot, and the pass, for it.
-    Refused, the query fails transient (`query:budget`) and its order is asked again later."""
-
-    round_: _Round
-    key: str
-    rate: float
-    refused: bool = False
-
-    async def __call__(self) -> bool:
-        budget = self.round_.budget
-        until = budget.now() + self.round_.ctx.http.retry.backoff_max_s
-        granted = await budget.acquire(self.key, self.rate, until=until, run=self.round_.calls.run)
-        self.refused = not granted
-        return granted
+    backoff is, so each retry waits for its turn and its unit no longer than the transport's
+    longest backoff (`backoff_max_s`): a spent account (a low rate's window is seconds long, a
+    process's bucket many queries deep) would hold the slot, and the pass, for it. Refused,
+    the query fails transient (`query:budget`) and its order is asked again later."""
+    budget, longest = round_.budget, round_.ctx.http.retry.backoff_max_s
+    return BudgetCharge(budget, key, rate, lambda: budget.now() + longest, round_.calls.run)
 
 
 def apply_answer(

@@ -20,7 +20,8 @@ from ledger.models import Callback
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
 from providers.errors import QueryError, QueryNotFound, Rejected
-from reconcile.budget import RateBudget
+from providers.http import admitted
+from reconcile.budget import BudgetCharge, RateBudget
 from reconcile.outage import RedisCalls, RedisDown
 from workers.runtime import Runtime
 
@@ -144,28 +145,21 @@ class _Batch:
     retries_unreached: int = 0  # queries failed charging a retry, for the same reason
 
 
-async def _granted(rt: Runtime, batch: _Batch, key: str, rate: float) -> bool:
-    """Whether a query of `key` may go out: its turn in this process's pace first, then its
-    unit of the shared budget, right before it is sent (a unit taken before the pace's wait
-    could be spent in a later window, with other waiters', in a burst over the rate). False
-    when neither is to be had by the batch's deadline, or Redis cannot grant the unit."""
+async def _granted(rt: Runtime, batch: _Batch, charge: BudgetCharge) -> bool:
+    """Whether a query may go out by the batch's deadline: its turn in this process's pace and
+    its unit of the shared budget (`admitted`). False when either is not to be had by then, or
+    Redis cannot grant the unit."""
     if batch.calls.down is not None:
         batch.unreached += 1
         return False
-    pace = rt.http.bucket(key, rate)
-    if not await pace.acquire_within(batch.until - time.time()):
-        return False
     try:
-        if await batch.budget.acquire(key, rate, until=batch.until, run=batch.calls.run):
-            return True
+        return await admitted(rt.http.bucket(charge.key, charge.rate), charge)
     except (redis.ConnectionError, redis.TimeoutError):
         batch.unreached += 1  # told once for the batch, by `confirm`
     except redis.RedisError as exc:  # about one key (a wrong type): cuts nothing
-        log.warning("query_budget_unavailable", account=key, error=type(exc).__name__)
+        log.warning("query_budget_unavailable", account=charge.key, error=type(exc).__name__)
     # No budget to be had is no grant: deferring counts no attempt, so a Redis outage cannot
-    # make genuine callbacks `dead`, nor let a flood past the provider's rate. Nothing is sent,
-    # so the pace's turn goes back.
-    pace.refund()
+    # make genuine callbacks `dead`, nor let a flood past the provider's rate.
     return False
 
 
@@ -175,12 +169,11 @@ async def _ask(
     """The provider's events about `ref` ([] when it does not know the order), or the
     transient reason there are none yet (`DEFERRED` when the budget granted no query)."""
     key, rate = account.key, account.config.query_rate_per_s
-    if not await _granted(rt, batch, key, rate):
+    # Every attempt by the batch's deadline: a retry with no turn or unit by then is not sent.
+    charge = BudgetCharge(batch.budget, key, rate, lambda: batch.until, batch.calls.run)
+    if not await _granted(rt, batch, charge):
         return DEFERRED
-    # A retry is charged too; with none to be had by `until`, the query fails transient.
-    transport = rt.http.for_account(
-        key, rate, lambda: batch.budget.acquire(key, rate, until=batch.until, run=batch.calls.run),
-        paced=True)
+    transport = rt.http.for_account(key, rate, charge, paced=True)
     try:
         return await account.provider.query(
             transport, account.config, ref, int(datetime.now(UTC).timestamp() * 1000)

@@ -4,14 +4,15 @@ the query budget every process shares, against a real local aiohttp server and R
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
 from aiohttp import web
 
-from providers.errors import QueryTransient
+from providers.errors import QueryRefused
 from providers.http import QueryHttp, TokenBucket
-from reconcile.budget import RateBudget
+from reconcile.budget import BudgetCharge, RateBudget
 from tests.conftest import queue_name
 from tests.providers.test_http import FAST, get, serve, unavailable_twice
 
@@ -84,17 +85,18 @@ def test_each_retry_is_charged_to_the_shared_query_budget(redis_url: str) -> Non
     async def scenario() -> None:
         async with serve(unavailable_twice()) as (server, hits):
             http = QueryHttp(retry=FAST)
-            charged = http.for_account("acct", 1000, lambda: budget.acquire("acct", 1000))
+            charge = BudgetCharge(budget, "acct", 1000, lambda: budget.now() + 1)
+            charged = http.for_account("acct", 1000, charge)
             reply = await charged.send(get(server))
             assert (reply.status, hits.count, used()) == (200, 3, 2)
 
         async with serve(unavailable_twice()) as (server, hits):
             assert budget.try_take("full", 0.001) == 0.0  # its one unit in 1000 s: taken
-            refused = http.for_account("full", 1000, lambda: budget.acquire("full", 0.001,
-                                                                            until=0))
-            with pytest.raises(QueryTransient, match="no query budget for a retry"):
+            charge = BudgetCharge(budget, "full", 0.001, lambda: budget.now() + 1)
+            refused = http.for_account("full", 1000, charge)
+            with pytest.raises(QueryRefused, match="no query budget for a retry") as caught:
                 await refused.send(get(server))
-            assert hits.count == 1
+            assert (hits.count, caught.value.code) == (1, "http_503")
         await http.close()
 
     try:
@@ -111,13 +113,17 @@ def test_a_retry_is_charged_after_its_turn_in_the_bucket() -> None:
     events: list[str] = []
 
     class RecordingBucket(TokenBucket):
-        async def acquire(self) -> None:
+        async def acquire_within(self, max_wait_s: float) -> bool:
             events.append("bucket")
-            await super().acquire()
+            return await super().acquire_within(max_wait_s)
 
-    async def charge() -> bool:
-        events.append("charge")
-        return True
+    class Charge:
+        def bound_s(self) -> float:
+            return 1.0
+
+        async def __call__(self, within_s: float) -> bool:
+            events.append("charge")
+            return True
 
     async def scenario() -> None:
         answer = unavailable_twice()
@@ -128,9 +134,44 @@ def test_a_retry_is_charged_after_its_turn_in_the_bucket() -> None:
 
         async with serve(handler) as (server, _):
             http = QueryHttp(retry=FAST)
-            reply = await http.send(get(server), RecordingBucket(1000), charge, paced=True)
+            reply = await http.send(get(server), RecordingBucket(1000), Charge(), paced=True)
             await http.close()
         assert reply.status == 200
 
     asyncio.run(scenario())
     assert events == ["sent", "bucket", "charge", "sent", "bucket", "charge", "sent"]
+
+
+def test_a_retry_waits_for_its_turn_in_the_pace_no_longer_than_its_charge_allows() -> None:
+    """A retry's turn in the account's bucket is waited for within the charge's bound, like its
+    unit of the budget: with the bucket of a 1/s account spent 10 s ahead (queries of the account
+    queued in the process) and the provider answering 503, the query ends refused at once, the
+    retry neither sent nor charged and its turn left to the others."""
+    charged: list[float] = []
+
+    class Charge:
+        def bound_s(self) -> float:
+            return 0.5
+
+        async def __call__(self, within_s: float) -> bool:
+            charged.append(within_s)
+            return True
+
+    async def answer_503(_: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    async def scenario() -> None:
+        async with serve(answer_503) as (server, hits):
+            http = QueryHttp(retry=FAST)
+            pace = http.bucket("acct", 1.0)
+            for _ in range(10):
+                pace.reserve()
+            started = time.monotonic()
+            with pytest.raises(QueryRefused, match="after 1 attempts"):
+                await http.send(get(server), pace, Charge(), paced=True)
+            assert time.monotonic() - started < 0.5
+            assert (hits.count, charged) == (1, [])
+            assert pace.reserve() == pytest.approx(10.0, abs=0.2)  # no turn taken by the retry
+            await http.close()
+
+    asyncio.run(scenario())

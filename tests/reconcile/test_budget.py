@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
+from typing import cast
 
 import pytest
 import redis
@@ -192,3 +193,34 @@ def test_a_retry_refused_its_budget_is_told_apart_from_the_providers_failure(
     first = recon.mtpay.queries[0]
     assert sorted((a.order.merchant_order_no == first, a.error, a.code) for a in answers) == [
         (False, None, ""), (True, "transient", "query:budget")]
+
+
+def test_a_retry_whose_turn_in_the_pace_is_far_off_fails_its_query_in_time(recon: Recon) -> None:
+    """A retry waits for its turn in this process's pace no longer than for its unit of the
+    budget (`backoff_max_s`): with the account's bucket spent 10 s ahead (queries of the account
+    queued in the process) as the first query is answered 503, the query fails transient
+    (`query:budget`) at once, its retry neither sent nor charged, where the retry waited the
+    10 s out in its slot. The budget had a unit for it: only the pace refused it."""
+    recon.rate = 2.0
+    recon.http = QueryHttp(retry=RetryPolicy(attempts=2, backoff_base_s=0.01, backoff_max_s=0.05))
+    recon.register("RT1")
+    recon.clock.advance(seconds=901)
+    pace, budget = recon.http.bucket("mtpay/default", recon.rate), RateBudget(recon.redis,
+                                                                             recon.prefix)
+    recon.mtpay.unavailable = True
+
+    def queries_queue_up_in_the_process() -> None:
+        for _ in range(20):
+            pace.reserve()
+
+    recon.mtpay.on_query = queries_queue_up_in_the_process
+    with recon.sessions.begin() as session:
+        due = claim_due(session, recon.clock(), limit=10, lease_s=600)
+    started = time.monotonic()
+    (answer,) = recon.run(query_all(recon.ctx(), [(recon.account(), o) for o in due],
+                                    Breaker(recon.redis, recon.prefix), budget))
+    assert time.monotonic() - started < 1.0
+    assert (answer.error, answer.code) == ("transient", "query:budget")
+    assert recon.mtpay.count("RT1") == 1
+    keys = list(recon.redis.scan_iter(budget.key("mtpay/default", 0)[:-1] + "*"))
+    assert sum(int(v) for v in cast("list[bytes]", recon.redis.mget(keys))) == 1  # the first's

@@ -246,3 +246,37 @@ def test_a_confirming_query_takes_its_budget_unit_after_its_turn_in_the_bucket(
     confirm(runtime, [verdict])
     assert (verdict.transient, [e.status for e in verdict.events]) == (None, [Status.SUCCEEDED])
     assert events == ["bucket", "take", "sent"]
+
+
+def _account_at(runtime: Runtime, url: str, rate: float) -> Account:
+    """The runtime's MTPay account on the stand-in at `url`, at `rate` queries a second."""
+    account = Account(registry.get("mtpay"), "default", MTPayAccount.model_validate(
+        {"base_url": url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+         "query_rate_per_s": rate}))
+    runtime.accounts = Accounts({("mtpay", "default"): account})
+    return account
+
+
+def test_a_retry_whose_turn_in_the_pace_is_past_the_deadline_fails_its_query_at_once(
+    runtime: Runtime, mtpay: tuple[MTPayState, str],
+) -> None:
+    """A confirming query's retry waits for its turn in this process's pace no later than the
+    batch's deadline, as for its unit of the budget: with the account's bucket spent 10 s ahead
+    (queries of the account queued in the process) as the first query is answered 503, the
+    callback is transient at once, its attempt counted, where the retry waited the 10 s out,
+    holding the batch and its worker far past `confirm_wait_s` (2 s)."""
+    state, url = mtpay
+    _account_at(runtime, url, 2.0)
+    pace = runtime.http.bucket("mtpay/default", 2.0)
+
+    def queries_queue_up_in_the_process() -> None:
+        for _ in range(20):
+            pace.reserve()
+
+    state.unavailable, state.on_query = True, queries_queue_up_in_the_process
+    (verdict,) = _claims(runtime, 1)
+    started = time.monotonic()
+    confirm(runtime, [verdict])
+    assert time.monotonic() - started < 1.0
+    assert (verdict.transient is not None, verdict.counted) == (True, 1)
+    assert state.count("CF0") == 1
