@@ -19,9 +19,9 @@ from ledger.fields import EventError, check_fields
 from ledger.models import Callback
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
-from providers.errors import QueryError, QueryNotFound, Rejected
+from providers.errors import QueryError, QueryNotFound, QueryRefused, Rejected
 from providers.http import admitted
-from reconcile.budget import BudgetCharge, RateBudget
+from reconcile.budget import REFUSED, BudgetCharge, RateBudget
 from reconcile.outage import RedisCalls, RedisDown
 from workers.runtime import Runtime
 
@@ -167,7 +167,8 @@ async def _ask(
     rt: Runtime, batch: _Batch, account: Account, ref: OrderRef
 ) -> list[ProviderEvent] | str:
     """The provider's events about `ref` ([] when it does not know the order), or the
-    transient reason there are none yet (`DEFERRED` when the budget granted no query)."""
+    transient reason there are none yet (`DEFERRED` when the budget granted no query,
+    `REFUSED` when it granted no retry by the batch's deadline)."""
     key, rate = account.key, account.config.query_rate_per_s
     # Every attempt by the batch's deadline: a retry with no turn or unit by then is not sent.
     charge = BudgetCharge(batch.budget, key, rate, lambda: batch.until, batch.calls.run)
@@ -180,6 +181,8 @@ async def _ask(
         )
     except QueryNotFound:
         return []
+    except QueryRefused:  # the budget ended it, not the provider: told as a poll tells it
+        return REFUSED
     except QueryError as exc:
         # The code is the provider's text: only printable ASCII of it reaches the reason column
         # (a NUL in it would fail the batch's shared write, and so every neighbour's).

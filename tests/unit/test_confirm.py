@@ -278,5 +278,31 @@ def test_a_retry_whose_turn_in_the_pace_is_past_the_deadline_fails_its_query_at_
     started = time.monotonic()
     confirm(runtime, [verdict])
     assert time.monotonic() - started < 1.0
-    assert (verdict.transient is not None, verdict.counted) == (True, 1)
+    assert (verdict.transient, verdict.counted) == ("query:budget", 1)
+    assert state.count("CF0") == 1
+
+
+def test_a_retry_refused_its_budget_is_told_apart_from_the_providers_failure(
+    runtime: Runtime, mtpay: tuple[MTPayState, str],
+) -> None:
+    """A confirming query whose retry the budget refuses by the batch's deadline (here the 1/s
+    account's current and next windows are spent elsewhere as the first query is answered 503)
+    leaves its callback transient with the reason `query:budget`, as a poll reports it, not the
+    provider's last failure (`query:QueryTransient:http_503`), which a retry might have cured;
+    its attempt counts, as the provider was asked."""
+    state, url = mtpay
+    account = _account_at(runtime, url, 1.0)
+    runtime.settings = runtime.settings.model_copy(update={"confirm_wait_s": 0.3})
+    runtime.http = QueryHttp(retry=RetryPolicy(attempts=2, backoff_base_s=0.01), burst=3)
+    budget = RateBudget(runtime.redis, runtime.recon_prefix)
+
+    def the_next_windows_are_spent() -> None:
+        now = int(time.time())
+        for slot in (now, now + 1):
+            runtime.redis.set(budget.key(account.key, slot), 1, ex=30)
+
+    state.unavailable, state.on_query = True, the_next_windows_are_spent
+    (verdict,) = _claims(runtime, 1)
+    confirm(runtime, [verdict])
+    assert (verdict.transient, verdict.counted) == ("query:budget", 1)
     assert state.count("CF0") == 1
