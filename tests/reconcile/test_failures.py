@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -28,6 +27,7 @@ from reconcile.due import DueOrder, claim_due
 from reconcile.poll import query_all
 from reconcile.runner import run_pass
 from reconcile.sms import SmsConfig
+from tests.lost_redis import SlowlyRefused, dead_redis
 from tests.reconcile.conftest import T0, Recon
 
 T = TypeVar("T")
@@ -107,29 +107,6 @@ def _due(number: str, account: str = "default") -> DueOrder:
                     "CNY", T0, 0)
 
 
-class Counting(redis.Connection):
-    """A real connection that counts its tries to connect (`tries`, shared by all)."""
-
-    tries = 0
-
-    def connect(self) -> None:
-        Counting.tries += 1
-        super().connect()
-
-
-def _counted_dead_redis() -> tuple[redis.Redis, int]:
-    """A client of a closed port whose tries to connect `Counting.tries` counts, and how many
-    tries one call makes (the count is reset to zero)."""
-    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
-                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
-    dead = redis.Redis(connection_pool=pool)
-    Counting.tries = 0
-    with pytest.raises(redis.ConnectionError):
-        dead.get("one call")
-    per_call, Counting.tries = Counting.tries, 0
-    return dead, per_call
-
-
 # SMS set up on a closed port: with Redis out of reach, no SMS call is made (each needs Redis
 # first), so none is waited for.
 _SMS_NEVER_REACHED = SmsConfig.model_validate(
@@ -154,14 +131,14 @@ def test_a_pass_finds_redis_out_of_reach_once_not_once_per_call(recon: Recon) ->
     recon.sms = _SMS_NEVER_REACHED
     ctx = recon.ctx()
     accounts = {("mtpay", n): replace(recon.account(), name=n) for n in names}
-    dead, per_call = _counted_dead_redis()
+    dead, per_call = dead_redis()
     try:
         with capture_logs() as logs:
             report = recon.report(run_pass(replace(ctx, redis=dead, alerter=None,
                                                    accounts=Accounts(accounts, sms=recon.sms))))
     finally:
         dead.close()
-    assert Counting.tries == per_call
+    assert SlowlyRefused.refusals == per_call
     assert report["state"] == "done"
     assert {key: (s["claimed"], s["errors"], s["breaker"])
             for key, s in report["accounts"].items()} == {
@@ -180,10 +157,10 @@ def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pa
     """The query round shares the pass's Redis calls: Redis lost once the orders are claimed
     (its server stopped) is found by the round's first call, and the rest of the pass (the
     breaker for the report, the credit check) tries it no more, each failing as before."""
-    dead, per_call = _counted_dead_redis()  # what one call to a closed port costs
+    dead, per_call = dead_redis()  # what one call to a closed port costs
     dead.close()
     server = EmbeddedRedis(tmp_path)
-    pool = redis.ConnectionPool.from_url(server.start(), connection_class=Counting,
+    pool = redis.ConnectionPool.from_url(server.start(), connection_class=SlowlyRefused,
                                          retry=Retry(NoBackoff(), 0))
     for n in range(3):
         recon.register(f"RL{n}")
@@ -196,7 +173,7 @@ def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pa
         if server.process is not None:  # the first coroutine run is the query round
             server.stop()
             pool.disconnect()
-            Counting.tries = 0
+            SlowlyRefused.refusals = 0
         return recon.run(coro)
 
     try:
@@ -205,7 +182,7 @@ def test_redis_lost_in_the_query_round_is_not_sought_again_by_the_rest_of_the_pa
     finally:
         server.stop()
         pool.disconnect()
-    assert Counting.tries == per_call
+    assert SlowlyRefused.refusals == per_call
     stats = report["accounts"]["mtpay/default"]
     assert (stats["claimed"], stats["errors"], stats["breaker"]) == (
         3, {"transient": 3}, "unknown")
@@ -221,7 +198,7 @@ def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Re
     fails transient at once, without calling Redis (each call pays the client's retries,
     seconds, so a round of a hundred orders took minutes): the round makes its Redis calls one
     at a time, so one call of twenty orders' reaches Redis. One summary line names the outage."""
-    dead, per_call = _counted_dead_redis()
+    dead, per_call = dead_redis()
     work = [(recon.account(), _due(f"RD{n}")) for n in range(20)]
     try:
         with capture_logs() as logs:
@@ -230,7 +207,7 @@ def test_redis_out_of_reach_is_found_once_per_round_not_once_per_order(recon: Re
     finally:
         dead.close()
     assert [(a.error, a.code) for a in answers] == [("transient", "redis:ConnectionError")] * 20
-    assert Counting.tries == per_call
+    assert SlowlyRefused.refusals == per_call
     assert [(e["event"], e.get("orders_cut")) for e in logs if "redis" in e["event"]] == [
         ("poll_redis_failed", None), ("poll_redis_down", 19)]
     assert recon.mtpay.count() == 0

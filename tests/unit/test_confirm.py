@@ -25,6 +25,7 @@ from providers.http import QueryHttp, RetryPolicy, TokenBucket
 from providers.mtpay import MTPayAccount
 from reconcile.budget import RateBudget
 from tests.conftest import queue_name
+from tests.lost_redis import SlowlyRefused, dead_redis
 from tests.reconcile.harness import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -110,6 +111,15 @@ def _claims(runtime: Runtime, count: int) -> list[Verdict]:
     ]
 
 
+def _account_at(runtime: Runtime, url: str, rate: float) -> Account:
+    """The runtime's MTPay account on the stand-in at `url`, at `rate` queries a second."""
+    account = Account(registry.get("mtpay"), "default", MTPayAccount.model_validate(
+        {"base_url": url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+         "query_rate_per_s": rate}))
+    runtime.accounts = Accounts({("mtpay", "default"): account})
+    return account
+
+
 def test_redis_out_of_reach_is_found_once_per_batch_not_once_per_query(
     runtime: Runtime, mtpay: tuple[MTPayState, str],
 ) -> None:
@@ -117,31 +127,13 @@ def test_redis_out_of_reach_is_found_once_per_batch_not_once_per_query(
     to reach it, and every callback is deferred, its attempt not counted, in one log line: each
     query paid the client's retries (seconds) on its own, so a batch held its worker for many
     times that."""
-    tries = 0
-
-    class Counting(redis.Connection):
-        """A real connection that counts its tries to connect."""
-
-        def connect(self) -> None:
-            nonlocal tries
-            tries += 1
-            super().connect()
-
-    pool = redis.ConnectionPool(connection_class=Counting, host="127.0.0.1", port=1,
-                                retry=Retry(NoBackoff(), 0))  # nobody listens: refused at once
     runtime.redis.close()
-    runtime.redis = redis.Redis(connection_pool=pool)
-    with pytest.raises(redis.ConnectionError):
-        runtime.redis.get("one call")
-    per_call, tries = tries, 0
-    fast = MTPayAccount.model_validate({"base_url": mtpay[1], "access_key": ACCESS_KEY,
-                                        "secret_key": SECRET_KEY, "query_rate_per_s": 1000})
-    runtime.accounts = Accounts({("mtpay", "default"): Account(registry.get("mtpay"), "default",
-                                                               fast)})
+    runtime.redis, per_call = dead_redis()
+    _account_at(runtime, mtpay[1], 1000)
     verdicts = _claims(runtime, 40)
     with capture_logs() as logs:
         confirm(runtime, verdicts)
-    assert tries == per_call
+    assert SlowlyRefused.refusals == per_call
     assert {(v.transient, v.deferred, v.counted) for v in verdicts} == {(DEFERRED, True, 0)}
     assert [(e["event"], e.get("deferred")) for e in logs if e["log_level"] != "debug"] == [
         ("confirm_redis_down", 40), ("confirm_deferred", None)]
@@ -155,30 +147,17 @@ def test_redis_lost_while_retries_are_charged_is_found_once_per_batch(
     retries' charges go through the batch's Redis calls too, so one call tries to reach it and
     cuts every other. Each callback is then transient as Redis's failure (asked, so counted) or
     deferred (not yet asked), told in one line."""
-    tries, gone = 0, False
+    gone = False
 
-    class Losing(redis.Connection):
+    class Losing(SlowlyRefused):
         """A real connection to the test's Redis that, once it is `gone`, connects to a port
-        where nobody listens (refused at once), counting its tries there."""
-
-        def _connect(self) -> Any:  # the socket's: however the client came to connect
-            nonlocal tries
-            tries += self.port == 1
-            return super()._connect()
+        where nobody listens (refused, slowly)."""
 
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             if gone and self.port != 1:
-                self.disconnect()
+                self.disconnect()  # type: ignore[no-untyped-call]
                 self.port = 1
-            super().send_packed_command(command, check_health)
-
-    def pool(url: str) -> redis.Redis:
-        return redis.Redis(connection_pool=redis.ConnectionPool.from_url(
-            url, connection_class=Losing, retry=Retry(NoBackoff(), 0)))
-
-    with pytest.raises(redis.ConnectionError):
-        pool("redis://127.0.0.1:1/0").get("one call")
-    per_call, tries = tries, 0
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     def lost() -> None:
         nonlocal gone
@@ -186,16 +165,16 @@ def test_redis_lost_while_retries_are_charged_is_found_once_per_batch(
 
     state, url = mtpay
     state.unavailable, state.on_query = True, lost
-    runtime.accounts = Accounts({("mtpay", "default"): Account(
-        registry.get("mtpay"), "default", MTPayAccount.model_validate(
-            {"base_url": url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
-             "query_rate_per_s": 1000}))})
+    _account_at(runtime, url, 1000)
     runtime.redis.close()
-    runtime.redis = pool(runtime.settings.redis_url)
+    _dead, per_call = dead_redis()
+    _dead.close()
+    runtime.redis = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+        runtime.settings.redis_url, connection_class=Losing, retry=Retry(NoBackoff(), 0)))
     verdicts = _claims(runtime, 10)
     with capture_logs() as logs:
         confirm(runtime, verdicts)
-    assert tries == per_call
+    assert SlowlyRefused.refusals == per_call
     asked = [v for v in verdicts if not v.deferred]
     assert asked
     assert {(v.transient, v.counted) for v in asked} == {("query:redis:ConnectionError", 1)}
@@ -246,15 +225,6 @@ def test_a_confirming_query_takes_its_budget_unit_after_its_turn_in_the_bucket(
     confirm(runtime, [verdict])
     assert (verdict.transient, [e.status for e in verdict.events]) == (None, [Status.SUCCEEDED])
     assert events == ["bucket", "take", "sent"]
-
-
-def _account_at(runtime: Runtime, url: str, rate: float) -> Account:
-    """The runtime's MTPay account on the stand-in at `url`, at `rate` queries a second."""
-    account = Account(registry.get("mtpay"), "default", MTPayAccount.model_validate(
-        {"base_url": url, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
-         "query_rate_per_s": rate}))
-    runtime.accounts = Accounts({("mtpay", "default"): account})
-    return account
 
 
 def test_a_retry_whose_turn_in_the_pace_is_past_the_deadline_fails_its_query_at_once(
