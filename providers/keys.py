@@ -7,10 +7,33 @@ import binascii
 from collections.abc import Mapping
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationInfo
+
+
+class KeyLoadError(ValueError):
+    """A key value cannot be used; the message describes why and never quotes the value."""
+
+
+_NOT_A_KEY = ("not PEM text, an existing file, or base64 DER "
+              "(PKCS#1 or PKCS#8 private, SubjectPublicKeyInfo public)")
+
+
+def _key_file(text: str, base_dir: Path | None) -> Path | None:
+    """The file `text` names, if it is one. Only a one-line value with a `/` or a key file's
+    suffix is taken for a path; base64 has `/` too, so a probe that fails is "not a file":
+    a `/`-free run of a base64 DER key longer than a file name may be makes `is_file()` raise
+    ENAMETOOLONG rather than answer False."""
+    if "\n" in text or "\r" in text or not ("/" in text or text.endswith((".pem", ".key"))):
+        return None
+    path = Path(text)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        return path if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _pem_or_der(value: str, base_dir: Path | None) -> tuple[bytes, bool]:
@@ -18,17 +41,14 @@ def _pem_or_der(value: str, base_dir: Path | None) -> tuple[bytes, bool]:
     text = value.strip()
     if text.startswith("-----BEGIN"):
         return text.encode("ascii"), True
-    if "/" in text or text.endswith((".pem", ".key")):
-        path = Path(text)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if path.is_file():
-            data = path.read_bytes()
-            return data, data.lstrip().startswith(b"-----BEGIN")
+    path = _key_file(text, base_dir)
+    if path is not None:
+        data = path.read_bytes()
+        return data, data.lstrip().startswith(b"-----BEGIN")
     try:
         return base64.b64decode("".join(text.split()), validate=True), False
-    except binascii.Error as exc:
-        raise ValueError("not PEM text, an existing file, or base64 DER") from exc
+    except binascii.Error:
+        raise KeyLoadError(_NOT_A_KEY) from None
 
 
 def load_private_key(value: str, base_dir: Path | None = None) -> rsa.RSAPrivateKey:
@@ -39,7 +59,7 @@ def load_private_key(value: str, base_dir: Path | None = None) -> rsa.RSAPrivate
     else:
         key = serialization.load_der_private_key(data, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
+        raise KeyLoadError("not an RSA private key")
     return key
 
 
@@ -57,13 +77,27 @@ def load_public_key(value: str, base_dir: Path | None = None) -> rsa.RSAPublicKe
         except ValueError:
             key = serialization.load_der_private_key(data, password=None).public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")
+        raise KeyLoadError("not an RSA public key")
     return key
+
+
+def _safe_reason(exc: Exception) -> str:
+    """Why a key did not load, in words that cannot contain the value: an OSError's message
+    carries its file name (for a base64 key taken for a path, the key itself), and the
+    parsers' messages are not ours to vouch for."""
+    if isinstance(exc, KeyLoadError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read the key file ({exc.strerror or type(exc).__name__})"
+    return f"{_NOT_A_KEY} (the parser raised {type(exc).__name__})"
 
 
 def key_field(value: object, info: ValidationInfo) -> object:
     """A `mode="before"` validator for account key fields: a `*private_key` field loads a
-    private key, any other a public one, relative to the validation context's `base_dir`."""
+    private key, any other a public one, relative to the validation context's `base_dir`.
+    Any failure becomes a `KeyLoadError` (reported by pydantic with the file, table and key)
+    holding only a description: the value may be a private key, and the message goes to
+    stderr."""
     if not isinstance(value, str):
         return value
     context = info.context
@@ -72,5 +106,5 @@ def key_field(value: object, info: ValidationInfo) -> object:
     try:
         base_dir = Path(base) if base is not None else None
         return (load_private_key if private else load_public_key)(value, base_dir)
-    except (OSError, TypeError, UnsupportedAlgorithm) as exc:  # pydantic reports ValueErrors
-        raise ValueError(f"cannot load the key: {exc}") from exc
+    except Exception as exc:  # whatever it is, only a safe description leaves
+        raise KeyLoadError(f"cannot load the key: {_safe_reason(exc)}") from None
