@@ -71,6 +71,20 @@ class Accounts:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.by_key.values())
 
+    def unknown_in_scope(self, provider: str | None, account: str | None) -> tuple[str, str] | None:
+        """The filter of a reconciliation pass that names nothing configured, and why, as
+        (field, reason); None when both are known. A typo would otherwise give a clean, empty
+        report while the pending orders it meant went unqueried."""
+        if provider is not None and provider not in {p for p, _ in self.by_key}:
+            configured = ", ".join(sorted({p for p, _ in self.by_key})) or "none"
+            return "provider", f"unknown provider {provider} (configured: {configured})"
+        names = sorted(n for p, n in self.by_key if provider is None or p == provider)
+        if account is not None and account not in names:
+            owner = provider or "any provider"
+            return "account", (f"unknown account {account} for {owner} "
+                               f"(configured: {', '.join(dict.fromkeys(names)) or 'none'})")
+        return None
+
 
 # An account name is stored in these columns: PostgreSQL refuses a longer one on every insert,
 # and the inbox writes a group of requests in one statement, so one callback for such an

@@ -15,6 +15,7 @@ from ledger.models import ReconcileRun
 from payhook.accounts import load_accounts
 from payhook.broker import redis_url
 from payhook.settings import Settings
+from providers.errors import ConfigError
 from providers.http import QueryHttp
 from reconcile.context import PassContext, ReconcileConfig
 from reconcile.runner import run_pass
@@ -25,7 +26,13 @@ T = TypeVar("T")
 def reconcile_now(
     settings: Settings, provider: str | None = None, account: str | None = None
 ) -> int:
-    """Run a pass with resources of its own, print the stored report as JSON; exit status 0."""
+    """Run a pass with resources of its own, print the stored report as JSON; exit status 0.
+    Like `serve` and `worker`, it refuses to start (ConfigError) without a providers file,
+    and on a `--provider`/`--account` no configured account has."""
+    accounts = load_accounts(settings.config, required=True)
+    unknown = accounts.unknown_in_scope(provider, account)
+    if unknown is not None:
+        raise ConfigError(f"--{unknown[0]}: {unknown[1]}")
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client = redis.Redis.from_url(redis_url(settings))
@@ -38,7 +45,7 @@ def reconcile_now(
     try:
         ctx = PassContext(
             sessions=sessions,
-            accounts=load_accounts(settings.config),
+            accounts=accounts,
             http=http,
             redis=client,
             run=run,

@@ -29,7 +29,7 @@ class ReconcileIn(BaseModel):
 
 async def post_reconcile(request: web.Request) -> web.Response:
     """Queue a reconciliation pass; its report appears under /api/reconcile/runs/{id}."""
-    from ingest.app import CELERY
+    from ingest.app import ACCOUNTS, CELERY
     from payhook.broker import RECONCILE_TASK
 
     reconcile_in = ReconcileIn()  # no body: every provider and account
@@ -41,6 +41,9 @@ async def post_reconcile(request: web.Request) -> web.Response:
     except ValueError:
         return bad_request("body must be JSON")
     provider, account = reconcile_in.provider, reconcile_in.account
+    unknown = request.app[ACCOUNTS].unknown_in_scope(provider, account)
+    if unknown is not None:
+        return bad_request(f"{unknown[0]}: {unknown[1]}")
 
     def work() -> int:
         with db_session(request) as session, session.begin():
