@@ -147,6 +147,48 @@ def _account(path: Path, provider: str, name: str, table: Any) -> Account:
     return Account(adapter, name, config)
 
 
+# What a providers file may hold: an unknown table is a typo to refuse, not to ignore (a
+# `[notify.sssms]` would start with no SMS alerts, and say nothing).
+_TABLES = ("notify", "providers")
+_NOTIFIERS = ("sssms88",)
+
+
+def _table(path: Path, where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table")
+    return value
+
+
+def _check_outline(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a top-level key or table, or a `[notify.*]` table, that nothing reads."""
+    for key, value in data.items():
+        if key in _TABLES:
+            _table(path, key, value)
+        elif isinstance(value, dict):
+            raise ConfigError(f"{path}: [{key}] unknown table (known: {', '.join(_TABLES)})")
+        else:
+            raise ConfigError(
+                f"{path}: {key}: unknown key at the top level (known: {', '.join(_TABLES)})"
+            )
+    for name, value in data.get("notify", {}).items():
+        if name not in _NOTIFIERS:
+            raise ConfigError(
+                f"{path}: [notify.{name}] unknown notifier (known: {', '.join(_NOTIFIERS)})"
+            )
+        _table(path, f"notify.{name}", value)
+
+
+def _sms(path: Path, data: dict[str, Any]) -> SmsConfig | None:
+    if "sssms88" not in data.get("notify", {}):
+        return None
+    where = "notify.sssms88"
+    table = _resolve_env(data["notify"]["sssms88"], f"{path}: [{where}]")
+    try:
+        return SmsConfig.model_validate(table)
+    except ValidationError as exc:
+        raise _validation_error(path, where, exc) from exc
+
+
 def load_accounts(path: Path, *, required: bool = False) -> Accounts:
     """Parse and validate the providers file; a missing file means no accounts, unless the
     caller (a receiver or a worker, useless without them) says they are `required`."""
@@ -158,6 +200,7 @@ def load_accounts(path: Path, *, required: bool = False) -> Accounts:
         data = tomllib.loads(path.read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    _check_outline(path, data)
     accounts: dict[tuple[str, str], Account] = {}
     for provider, tables in data.get("providers", {}).items():
         if provider not in registry.NAMES:
@@ -167,14 +210,7 @@ def load_accounts(path: Path, *, required: bool = False) -> Accounts:
         for name, table in tables.items():
             _check_name(path, provider, name)
             accounts[(provider, name)] = _account(path, provider, name, table)
-    sms = None
-    if "sssms88" in data.get("notify", {}):
-        where = "notify.sssms88"
-        table = _resolve_env(data["notify"]["sssms88"], f"{path}: [{where}]")
-        try:
-            sms = SmsConfig.model_validate(table)
-        except ValidationError as exc:
-            raise _validation_error(path, where, exc) from exc
+    sms = _sms(path, data)
     if required and not accounts:
         raise ConfigError(f"{path}: no provider account ([providers.<provider>.<account>])")
     return Accounts(accounts, sms, path)
