@@ -136,6 +136,11 @@ class Order(Base):
     review_reasons: Mapped[str] = mapped_column(Text, server_default="[]")  # JSON list
     customer_phone: Mapped[str | None] = mapped_column(String(32))
     registered: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # The registration named `provider_order_no` (rather than a callback filling it in): a
+    # repeat that leaves it out then differs from the request.
+    provider_order_no_registered: Mapped[bool] = mapped_column(
+        Boolean, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(Stamp)
     updated_at: Mapped[datetime] = mapped_column(Stamp)
     # Reconciliation: when the order is next due for a status query, and how many were made.

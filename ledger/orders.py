@@ -52,6 +52,7 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
         "needs_review": False,
         "review_reasons": "[]",
         "registered": True,
+        "provider_order_no_registered": spec.provider_order_no is not None,
         "created_at": now,
         "updated_at": now,
         "next_poll_at": spec.next_poll_at,
@@ -74,8 +75,11 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     stored = (order.kind, order.amount_minor, order.currency)
     asked = (spec.kind.value, spec.amount_minor, spec.currency)
     # A callback fills in the provider's order number when the registration left it out: a
-    # repeat that leaves it out again is the same request, whatever was filled in since.
-    if stored != asked or spec.provider_order_no not in (None, order.provider_order_no):
+    # repeat that leaves it out again is the same request, whatever was filled in since. One
+    # the registration named is part of the request: leaving it out differs.
+    same_number = spec.provider_order_no == order.provider_order_no or (
+        spec.provider_order_no is None and not order.provider_order_no_registered)
+    if stored != asked or not same_number:
         raise OrderConflict(spec.merchant_order_no)
     return order, False
 
@@ -85,6 +89,7 @@ def _register_late(session: Session, order: Order, spec: OrderSpec, now: datetim
     was booked is put in the registered kind's terms, and what was paid already is held
     against it, as it would have been on arrival."""
     order.registered = True
+    order.provider_order_no_registered = spec.provider_order_no is not None
     flags = rebook_kind(session, order, spec.kind, now)
     order.amount_minor, order.customer_phone = spec.amount_minor, spec.customer_phone
     # What was paid is counted in the registered currency only (a payment in another one
