@@ -88,7 +88,10 @@ def dev_environment(settings: Settings, redis_url: str, config: Path) -> dict[st
     env["PAYHOOK_DATABASE_URL"] = settings.database_url
     env["PAYHOOK_REDIS_URL"] = redis_url
     env["PAYHOOK_CONFIG"] = str(config)
-    env.setdefault("PAYHOOK_LOG_FORMAT", settings.log_format or "console")
+    # Unset, the format is each child's own choice (CONTRACT §2: JSON unless its stderr is a
+    # TTY): dev's terminal, which a child inherits, or a `.payhook/logs` file with --sandbox.
+    if settings.log_format:
+        env["PAYHOOK_LOG_FORMAT"] = settings.log_format
     if settings.api_token is None:
         env["PAYHOOK_API_TOKEN"] = secrets.token_urlsafe(16)
     return env
