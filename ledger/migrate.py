@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+# Alembic logs seven `setup plugin alembic.*` lines at INFO as it is imported, before any work:
+# start-up noise in the log of every caller (`payhook migrate`, `payhook dev`, the tests).
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402 - imported after the line above, which silences it
+from alembic.config import Config  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -8,7 +8,6 @@ stops them all, children first, then Redis.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
 import signal
@@ -168,7 +167,6 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     interrupts = Interrupts()
     report: Report | None = None
     code = 1
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up noise
     try:
         upgrade(settings.database_url)
         _spawn_all(stack, args.port)

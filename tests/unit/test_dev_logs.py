@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,3 +52,15 @@ def test_dev_children_follow_the_log_format_default(
     else:
         assert not any(line.startswith("{") for line in lines)
 
+
+def test_migrate_logs_no_alembic_plugin_setup(tmp_path: Path) -> None:
+    """`payhook migrate` logs its upgrades, not the seven `setup plugin alembic.*` lines
+    Alembic logs at INFO before them (`payhook dev` silences them the same way)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")}
+    env.update(PAYHOOK_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}", PAYHOOK_LOG_FORMAT="json",
+               PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "payhook.cli", "migrate"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert "Running upgrade" in done.stderr
+    assert "setup plugin" not in done.stderr
+    assert "migrated" in done.stdout
