@@ -15,8 +15,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from providers import urls
 from providers.errors import QueryAuth, QueryPermanent, QueryTransient, Rejected
 
 
@@ -167,6 +168,8 @@ class AccountConfig(BaseModel):
     # Reconciliation's per-order backoff between status queries; None: the service default
     # (5 min, 15 min, 1 h, 6 h, 24 h).
     poll_backoff_s: BackoffSchedule | None = None
+
+    _base_url = field_validator("base_url")(urls.base_url)
 
 
 A = TypeVar("A", bound=AccountConfig)

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from providers import urls
 from providers.base import HttpReply, HttpRequest, QueryTransport
 from providers.errors import QueryAuth, QueryPermanent, QueryTransient
 from providers.http import QueryHttp
@@ -49,12 +50,7 @@ class SmsConfig(BaseModel):
     alert_numbers: list[str] = Field(min_length=1)
     low_credit: Decimal = Field(ge=0)
 
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must start with https:// or http://")
-        return value.rstrip("/")
+    _base_url = field_validator("base_url")(urls.base_url)
 
     @field_validator("alert_numbers")
     @classmethod

@@ -79,3 +79,42 @@ def test_the_sandbox_providers_file_loads(tmp_path: Path) -> None:
     accounts = load_accounts(path, required=True)
     assert sorted(a.key for a in accounts) == [
         "monetapay/default", "mtpay/default", "opay/default", "otgpay/default"]
+
+
+BAD_URLS = ["payapi", "api.mtpay.example", "ftp://api.mtpay.example", "https://", "",
+            "https://user:s3cret@api.mtpay.example:x", "https://api.mtpay.example/?a=1",
+            "https:///path"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("table", ["providers.mtpay.default", "notify.sssms88"])
+def test_a_base_url_that_is_not_an_absolute_http_url_is_refused(
+    tmp_path: Path, table: str, url: str,
+) -> None:
+    """A provider's `base_url`, like the SMS gateway's, must be an absolute http(s) URL with a
+    host: `payapi` would otherwise be found only at the first status query. The refusal
+    names the file, the table and the key, never the value."""
+    text = MTPAY + SMS
+    old = ('base_url = "https://api.mtpay.example"' if table.startswith("providers")
+           else 'base_url = "https://sms.example"')
+    path = tmp_path / "payhook.toml"
+    path.write_text(text.replace(old, f'base_url = "{url}"'))
+    with pytest.raises(ConfigError) as caught:
+        load_accounts(path)
+    assert f"{path}: [{table}] base_url: " in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_base_url_with_a_path_port_or_trailing_slash_is_taken(tmp_path: Path) -> None:
+    """An http(s) URL with a port and a path prefix loads, its trailing `/` dropped (query
+    paths are appended to it)."""
+    path = tmp_path / "payhook.toml"
+    path.write_text((MTPAY + SMS)
+                    .replace("https://api.mtpay.example", "http://127.0.0.1:8080/mtpay/")
+                    .replace("https://sms.example", "https://sms.example/"))
+    accounts = load_accounts(path)
+    account = accounts.get("mtpay")
+    assert account is not None
+    assert account.config.base_url == "http://127.0.0.1:8080/mtpay"
+    assert accounts.sms is not None
+    assert accounts.sms.base_url == "https://sms.example"
