@@ -72,6 +72,8 @@ def column_width(column: InstrumentedAttribute[Any]) -> int:
     return kind.length
 
 NON_FINAL = ("received", "processing")
+# CONTRACT §5: where every stored callback ends.
+FINAL = ("applied", "duplicate", "stale", "conflict", "rejected", "dead")
 _NON_FINAL_SQL = text("state IN ('received', 'processing')")
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ledger.models import NON_FINAL, Callback
+from ledger.models import FINAL, NON_FINAL, Callback
 
 
 @dataclass
@@ -35,6 +35,9 @@ def reset_for_replay(
     commits; they count as enqueued now, so the sweeper sends them again only if that is lost."""
     if state in NON_FINAL:
         raise ValueError(f"callbacks in state {state!r} have not ended; they need no replay")
+    if state and state not in FINAL:  # a typo would replay nothing and say so quietly
+        raise ValueError(f"no callback state {state!r}; a replay takes one of: "
+                         f"{', '.join(FINAL)}")
     stmt = select(Callback.id, Callback.state).order_by(Callback.id).with_for_update()
     if ids:
         stmt = stmt.where(Callback.id.in_(ids))
