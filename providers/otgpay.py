@@ -210,13 +210,19 @@ class OTGPay(BaseProvider[OTGPayAccount, Mapping[str, Any]]):
     ack: ClassVar[Ack] = Ack(200, "text/plain", b"SUCCESS")
 
     def unwrap(self, raw: RawCallback) -> Mapping[str, Any]:
-        """JSON or form by Content-Type; without a telling one, a body opening `{` is JSON."""
+        """JSON or form by Content-Type; without a telling one, a body opening `{` is JSON.
+        No field at all (an empty or blank body, `{}`) is malformed, as an empty body is for
+        the other providers: there is no signature to fail."""
         content_type = raw.headers.get("content-type", "").lower()
         if "x-www-form-urlencoded" in content_type:
-            return parse_form(raw.body)
-        if "json" in content_type or raw.body.lstrip().startswith(b"{"):
-            return load_json_object(raw.body)
-        return parse_form(raw.body)
+            fields = parse_form(raw.body)
+        elif "json" in content_type or raw.body.lstrip().startswith(b"{"):
+            fields = load_json_object(raw.body)
+        else:
+            fields = parse_form(raw.body)
+        if not fields or not raw.body.strip():
+            raise Rejected("malformed", "no fields")
+        return fields
 
     def authenticate(
         self, envelope: Mapping[str, Any], raw: RawCallback, account: OTGPayAccount
