@@ -5,7 +5,7 @@ So a repeat that leaves it out is told from one that leaves out what a callback 
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-25 09:00:00
+Create Date: 2026-11-22 08:00:00
 """
 
 from __future__ import annotations
