@@ -70,6 +70,11 @@ def register_order(session: Session, spec: OrderSpec, now: datetime) -> tuple[Or
     if created:
         return order, True
     if not order.registered:
+        # The provider's order number came with its callback: a registration naming another
+        # contradicts the provider, and is refused before anything changes.
+        numbers = (spec.provider_order_no, order.provider_order_no)
+        if None not in numbers and numbers[0] != numbers[1]:
+            raise OrderConflict(spec.merchant_order_no)
         _register_late(session, order, spec, now)
         return order, True
     stored = (order.kind, order.amount_minor, order.currency)
@@ -90,6 +95,7 @@ def _register_late(session: Session, order: Order, spec: OrderSpec, now: datetim
     against it, as it would have been on arrival."""
     order.registered = True
     order.provider_order_no_registered = spec.provider_order_no is not None
+    order.provider_order_no = order.provider_order_no or spec.provider_order_no
     flags = rebook_kind(session, order, spec.kind, now)
     order.amount_minor, order.customer_phone = spec.amount_minor, spec.customer_phone
     # What was paid is counted in the registered currency only (a payment in another one

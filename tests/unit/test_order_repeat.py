@@ -70,6 +70,36 @@ def test_a_late_registration_leaves_the_callbacks_provider_order_no_to_the_callb
     assert _register(ledger, no, "P7") is False
 
 
+
+def test_a_late_registration_naming_another_provider_order_no_than_the_callbacks_conflicts(
+    ledger: Ledger,
+) -> None:
+    """A callback created the order with P7; a registration naming P8 contradicts what the
+    provider said: a 409, the order left as the callback made it (unregistered, P7), and a
+    registration that agrees is then the first one (201)."""
+    no = number()
+    ledger.apply(event(no, no + "T", provider_order_no="P7"))
+    with pytest.raises(OrderConflict):
+        _register(ledger, no, "P8")
+    order = ledger.order(no)
+    assert (order.registered, order.provider_order_no) == (False, "P7")
+    assert _register(ledger, no, "P7") is True
+
+
+def test_a_late_registration_fills_in_the_provider_order_no_the_callback_had_not(
+    ledger: Ledger,
+) -> None:
+    """A callback without a provider order number created the order; the registration naming
+    P5 fills it in, so its identical repeat is the same request (200) and one without it is
+    not (409)."""
+    no = number()
+    ledger.apply(event(no, no + "T"))
+    assert _register(ledger, no, "P5") is True
+    assert ledger.order(no).provider_order_no == "P5"
+    assert _register(ledger, no, "P5") is False
+    with pytest.raises(OrderConflict):
+        _register(ledger, no)
+
 def test_the_migration_marks_what_older_registrations_named(tmp_path: Path) -> None:
     """Orders registered before the column existed: one with a provider order number and no
     history can only have had it from its registration (marked); one whose number a callback
