@@ -3,6 +3,7 @@ sandbox providers, and one running payhook stack."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import hypothesis  # noqa: F401 - imported early: its lazy import at session end hits a CPython
 import pytest  # 3.11.7 ast bug ("AST constructor recursion depth mismatch") under pytest
 import redis
+import structlog
 
 from ledger.migrate import upgrade
 from payhook.embedded import EmbeddedRedis
@@ -95,3 +97,17 @@ def unique(prefix: str = "M") -> str:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def kept_logging() -> Iterator[None]:
+    """The logging set-up as it was, restored after every test: `payhook.logs.configure`, which
+    `payhook.cli.main` calls (CLI tests call it in-process), puts the root logger's handler on
+    the stderr pytest captures, closed after the test, and makes structlog cache each logger
+    on first use, past the reach of a later test's `capture_logs`."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:], root.level = handlers, level
+    structlog.configure(**config)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,14 @@ from payhook.masking import MASK
 
 
 @pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
+def json_lines(kept_logging: None) -> io.StringIO:
     """`payhook.logs.configure("json")` writing into a buffer; the previous set-up restored."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
     logs.configure("json")
     buffer = io.StringIO()
-    handler = root.handlers[0]
+    handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(buffer)
-    yield buffer
-    root.handlers[:], root.level = handlers, level
-    structlog.configure(**config)
+    return buffer
 
 
 def test_json_lines_carry_the_traceback_and_mask_secrets(json_lines: io.StringIO) -> None:
