@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
-from payhook import spans
+from payhook import forms, spans
 from payhook.spans import Edit
 
 # Matched against the key with "_" and "-" removed, lower-cased: client_auth_key, clientAuthKey
@@ -28,17 +28,6 @@ _COLON = re.compile(r"\s*:\s*")
 _CURLY = str.maketrans("\u201c\u201d", '""')
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _SCALAR_END = re.compile(r"[\s,\]}]")
-# A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
-# (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
-_FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
-# A string carried in JSON or in a form is read as a form if it starts with a field name (word
-# characters, no space: prose with an `=` in it is no form; no `/`, and at most 64, so base64
-# ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
-_FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
-# …or if, after prose, it holds two fields or more, the first after a space or a colon: a
-# signing string echoed in an error (`bad sign: amount=300&key=k1`).
-_FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
-_NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
 # JSON or a form carried in a string (or a form field) carried in JSON…: masked inside this
 # many levels deep; a JSON-like or form-like string deeper still is masked whole.
 _MAX_EMBEDDED = 4
@@ -61,7 +50,7 @@ def mask_text(text: str) -> str:
     of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
     lost, its secrets masked) should the scan have missed a secret-named member anywhere.
 
-    A JSON document or a form (`a=1&token=x`, as `_FORM_START` tells one from prose) carried as
+    A JSON document or a form (`a=1&token=x`, as `forms.form_at` tells one from prose) carried as
     a string value, or as a form field's value (providers wrap their payload so), is masked
     inside the same way, by edits made on the characters that spell its secret values (`\\"`,
     `%22` and `%20` stay as sent); so is JSON or a form in a string in that one, and so on,
@@ -114,14 +103,7 @@ def _carries_json(text: str) -> bool:  # a string value that may hold members or
 
 def _carried_at(text: str) -> int | None:
     """Where the JSON or the form that the string `text` carries starts, if it carries one."""
-    if _carries_json(text) or _FORM_START.match(text):
-        return 0
-    for field in _NEXT_FIELD.finditer(text):  # a second field; is a first one before it?
-        first = _FIELD_AFTER_PROSE.search(text, text.rfind("&", 0, field.start()) + 1,
-                                          field.start())
-        if first:
-            return first.start()
-    return None
+    return 0 if _carries_json(text) else forms.form_at(text)
 
 
 def _embedded_edits(text: str, depth: int) -> list[Edit]:
@@ -138,13 +120,12 @@ def _form_edits(text: str, depth: int) -> list[Edit]:
     """The edits that mask the form `text`: each secret-named field's value, and the JSON or
     form carried in any other's."""
     edits: list[Edit] = []
-    for field in _FORM_FIELD.finditer(text):
-        start, end = field.span(2)
-        if is_secret(unquote_plus(field.group(1))):
+    for name, start, end in forms.fields(text):
+        if is_secret(unquote_plus(name)):
             edits.append((start, end, MASK))
             continue
-        value, offsets = spans.form_value(field.group(2))
-        spell = spans.form_speller(field.group(2), value)
+        value, offsets = spans.form_value(text[start:end])
+        spell = spans.form_speller(text[start:end], value)
         edits += spans.moved(_embedded_edits(value, depth), offsets, start, spell)
     return edits
 
@@ -271,13 +252,10 @@ def _embedded_leaks(value: Any, depth: int) -> bool:
 
 
 def _form_leaks(text: str, depth: int) -> bool:
-    """Whether the form `text`, split at every `&` (not as the scan reads it), has a
-    secret-named field not masked, or a field carrying JSON or a form that leaks."""
-    for name, equals, value in (field.partition("=") for field in text.split("&")):
-        if equals and (unquote_plus(value) != MASK if is_secret(unquote_plus(name))
-                       else _embedded_leaks(unquote_plus(value), depth)):
-            return True
-    return False
+    """Whether the form `text`, as `forms.split_fields` reads it, has a secret-named field not
+    masked, or a field carrying JSON or a form that leaks."""
+    return any(value != MASK if is_secret(name) else _embedded_leaks(value, depth)
+               for name, value in forms.split_fields(text))
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -1,0 +1,48 @@
+"""Where the fields are in text that is not JSON: a form's (`a=1&b=2`) and those after prose (`bad
+sign: amount=300&key=k1`). masking.py decides which values to mask and looks inside the others."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from urllib.parse import unquote_plus
+
+# A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
+# (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
+_FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
+# A string carried in JSON or in a form is read as a form if it starts with a field name (word
+# characters, no space: prose with an `=` in it is no form; no `/`, and at most 64, so base64
+# ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
+_FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
+# …or if, after prose, it holds two fields or more, the first after a space or a colon: a
+# signing string echoed in an error (`bad sign: amount=300&key=k1`).
+_FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
+_NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
+
+
+def form_at(text: str) -> int | None:
+    """Where the form that the string `text` carries starts, if it carries one: at its start,
+    or after prose."""
+    if _FORM_START.match(text):
+        return 0
+    for field in _NEXT_FIELD.finditer(text):  # a second field; is a first one before it?
+        first = _FIELD_AFTER_PROSE.search(text, text.rfind("&", 0, field.start()) + 1,
+                                          field.start())
+        if first:
+            return first.start()
+    return None
+
+
+def fields(text: str) -> Iterator[tuple[str, int, int]]:
+    """The fields of the form `text` as the scan reads them: each one's name, as spelled, and
+    where its value starts and ends."""
+    for field in _FORM_FIELD.finditer(text):
+        yield field.group(1), *field.span(2)
+
+
+def split_fields(text: str) -> Iterator[tuple[str, str]]:
+    """The fields of the form `text` split at every `&` (not as the scan reads them, for a
+    second look): each one's name and value, decoded."""
+    for name, equals, value in (field.partition("=") for field in text.split("&")):
+        if equals:
+            yield unquote_plus(name), unquote_plus(value)
