@@ -1,10 +1,12 @@
-"""Where the fields are in text that is not JSON: a form's (`a=1&b=2`) and those after prose (`bad
-sign: amount=300&key=k1`). masking.py decides which values to mask and looks inside the others."""
+"""Where the fields are in text that is not JSON: a form's (`a=1&b=2`), those after prose (`bad
+sign: amount=300&key=k1`), a URL's query and password. masking.py decides which values to mask
+and looks inside the others."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 # A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
@@ -18,6 +20,17 @@ _FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
 # signing string echoed in an error (`bad sign: amount=300&key=k1`).
 _FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
 _NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
+# A URL (`https://user:pw@host/cb?token=x#a=1`) in a string runs to a space or a quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>`]*")
+
+
+class Part(NamedTuple):
+    """A span of prose that masking looks at: a field's value (`name`, as spelled), or a form
+    to look inside (`name` None)."""
+
+    name: str | None
+    start: int
+    end: int
 
 
 def form_at(text: str) -> int | None:
@@ -46,3 +59,29 @@ def split_fields(text: str) -> Iterator[tuple[str, str]]:
     for name, equals, value in (field.partition("=") for field in text.split("&")):
         if equals:
             yield unquote_plus(name), unquote_plus(value)
+
+
+def prose_parts(text: str, end: int) -> list[Part]:
+    """The parts of the prose `text[:end]` that may hold a secret: each URL's password, query
+    and form-like fragment."""
+    parts: list[Part] = []
+    for url in _URL.finditer(text, 0, end):
+        parts += _url_parts(text, *url.span())
+    return parts
+
+
+def _url_parts(text: str, start: int, end: int) -> list[Part]:
+    """A URL's password (a field named so), its query, and its fragment if that reads as a
+    form (`#access_token=x&state=y`): the rest of a URL is no secret's place."""
+    host = text.index("//", start) + 2
+    path = min((i for i in (text.find(c, host, end) for c in "/?#") if i >= 0), default=end)
+    parts: list[Part] = []
+    if (at := text.rfind("@", host, path)) >= 0 and (colon := text.find(":", host, at)) >= 0:
+        parts.append(Part("password", colon + 1, at))
+    fragment = text.find("#", path, end)
+    after = end if fragment < 0 else fragment
+    if (query := text.find("?", path, after)) >= 0:
+        parts.append(Part(None, query + 1, after))
+    if fragment >= 0 and _FORM_START.match(text, fragment + 1, end):
+        parts.append(Part(None, fragment + 1, end))
+    return parts

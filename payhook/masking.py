@@ -93,8 +93,8 @@ def _looks_json(text: str) -> bool:  # an array or object, or a string carrying 
         start == '"' and _may_carry(text) and _STRING.fullmatch(text.strip()) is not None)
 
 
-def _may_carry(text: str) -> bool:  # JSON text with a member, or a form, in it (escaped, maybe)
-    return "{" in text or "=" in text or "\\u" in text
+def _may_carry(text: str) -> bool:  # JSON text with a member, a form or a URL (escaped, maybe)
+    return "{" in text or "=" in text or "\\u" in text or ":/" in text or ":\\/" in text
 
 
 def _carries_json(text: str) -> bool:  # a string value that may hold members or forms
@@ -108,12 +108,21 @@ def _carried_at(text: str) -> int | None:
 
 def _embedded_edits(text: str, depth: int) -> list[Edit]:
     """The edits that mask `text`, a string value found at `depth`, if it carries JSON or a
-    form."""
-    if (start := _carried_at(text)) is None:
+    form, or prose with a URL or a field in it that may hold a secret."""
+    start = _carried_at(text)
+    parts = [part for part in forms.prose_parts(text, len(text) if start is None else start)
+             if part.name is None or is_secret(part.name)]
+    if start is None and not parts:
         return []
     if depth >= _MAX_EMBEDDED:
         return [(0, len(text), MASK)]
-    return spans.shifted(_edits(text[start:], depth + 1), start)
+    edits: list[Edit] = []
+    for name, part_start, part_end in parts:
+        edits += ([(part_start, part_end, MASK)] if name is not None else spans.shifted(
+            _form_edits(text[part_start:part_end], depth + 1), part_start))
+    if start is not None:
+        edits += spans.shifted(_edits(text[start:], depth + 1), start)
+    return edits
 
 
 def _form_edits(text: str, depth: int) -> list[Edit]:

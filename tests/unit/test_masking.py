@@ -115,6 +115,37 @@ def test_bodies_as_the_providers_documents_write_them_are_masked(body: str, show
     assert mask_text(body) == shown
 
 
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"notify_url":"https://m.example/cb?token=abc&x=1"}',
+         '{"notify_url":"https://m.example/cb?token=***&x=1"}'),
+        ('{"u":"https:\\/\\/m.example\\/cb?x=%20&clientAuthKey=k#s=1"}',
+         '{"u":"https:\\/\\/m.example\\/cb?x=%20&clientAuthKey=***#s=1"}'),
+        ('{"u":"https://user:pw@m.example:8443/cb"}', '{"u":"https://user:***@m.example:8443/cb"}'),
+        ('{"u":"https://m.example/cb#access_token=t&state=1"}',
+         '{"u":"https://m.example/cb#access_token=***&state=1"}'),
+        ('{"e":"callback to https://m.example/cb?sign=s failed"}',
+         '{"e":"callback to https://m.example/cb?sign=*** failed"}'),
+        ("n=1&cb=https%3A%2F%2Fm.example%2Fcb%3Ftoken%3Dabc%26x%3D1",
+         "n=1&cb=https%3A%2F%2Fm.example%2Fcb%3Ftoken%3D***%26x%3D1"),
+        ("n=1&cb=https://u:pw@m.example/cb?x=1", "n=1&cb=https://u:***@m.example/cb?x=1"),
+        ('{"u":"https://m.example/cb?back=https%3A%2F%2Fx%2F%3Ftoken%3Dt"}',
+         '{"u":"https://m.example/cb?back=https%3A%2F%2Fx%2F%3Ftoken%3D***"}'),
+        ('{"u":"https://user@m.example/a:b?x=1#top","v":"mailto:a@b.c"}',
+         '{"u":"https://user@m.example/a:b?x=1#top","v":"mailto:a@b.c"}'),
+    ],
+    ids=["query_in_json", "escaped_slashes_kept", "userinfo_password", "form_like_fragment",
+         "url_in_prose", "url_encoded_in_a_form", "url_raw_in_a_form", "url_in_a_query",
+         "no_secret_unchanged"],
+)
+def test_urls_carried_in_a_string_are_masked_inside(body: str, shown: str) -> None:
+    """A URL in a JSON string or a form value (alone or in prose, raw or encoded) has its
+    query's secret-named fields, a form-like fragment's and its userinfo password masked,
+    every other byte as sent."""
+    assert mask_text(body) == shown
+
+
 def test_json_embedded_past_the_depth_bound_is_masked_whole() -> None:
     """Past `_MAX_EMBEDDED` levels of JSON in strings, a JSON-like string is masked whole:
     the bound on the work never shows a secret."""
