@@ -20,6 +20,8 @@ _FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
 # signing string echoed in an error (`bad sign: amount=300&key=k1`).
 _FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
 _NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
+# A field after prose ends at a space: a secret value has none (`bad key=k1, try again`).
+_VALUE_IN_PROSE = re.compile(r"\S*")
 # A URL (`https://user:pw@host/cb?token=x#a=1`) in a string runs to a space or a quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>`]*")
 
@@ -63,10 +65,23 @@ def split_fields(text: str) -> Iterator[tuple[str, str]]:
 
 def prose_parts(text: str, end: int) -> list[Part]:
     """The parts of the prose `text[:end]` that may hold a secret: each URL's password, query
-    and form-like fragment."""
+    and form-like fragment, and each field after a space or a colon outside URLs (`invalid
+    sign=abc`), named so that masking masks a secret-named one's value to the next space."""
     parts: list[Part] = []
+    prose = 0
     for url in _URL.finditer(text, 0, end):
+        parts += _fields_in_prose(text, prose, url.start())
         parts += _url_parts(text, *url.span())
+        prose = url.end()
+    return parts + _fields_in_prose(text, prose, end)
+
+
+def _fields_in_prose(text: str, start: int, end: int) -> list[Part]:
+    parts: list[Part] = []
+    for field in _FIELD_AFTER_PROSE.finditer(text, start, end):
+        value = _VALUE_IN_PROSE.match(text, field.end(), end)
+        assert value is not None  # `\S*` matches anywhere
+        parts.append(Part(unquote_plus(field.group()[:-1]), *value.span()))
     return parts
 
 

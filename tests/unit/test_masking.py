@@ -70,8 +70,8 @@ def test_json_carried_in_a_string_is_masked_inside(body: str, shown: str) -> Non
         ("data=a%3D1%26token%3Dx&n=1", "data=a%3D1%26token%3D***&n=1"),
         ('data={"a":"x&y","token":"t"}&n=1', 'data={"a":"x&y","token":"***"}&n=1'),
         ('{"d":"a=1&token=x\\u0026n=\\u0031"}', '{"d":"a=1&token=***\\u0026n=\\u0031"}'),
-        ('{"d":"Use a=1 & token=2","e":"see the token=2","f":"x == y","g":"YOSIRZ+EQ=="}',
-         '{"d":"Use a=1 & token=2","e":"see the token=2","f":"x == y","g":"YOSIRZ+EQ=="}'),
+        ('{"d":"Use a=1 & b=2","e":"see the n=2: x=1","f":"x == y","g":"YOSIRZ+EQ=="}',
+         '{"d":"Use a=1 & b=2","e":"see the n=2: x=1","f":"x == y","g":"YOSIRZ+EQ=="}'),
         ('{"d":"a=1&n=2","e":"https://x.test/?a=1"}', '{"d":"a=1&n=2","e":"https://x.test/?a=1"}'),
         ('"sign=s&n=1"', '"sign=***&n=1"'),
         ('{"d":"[\\"a=1&token=x\\"]"}', '{"d":"[\\"a=1&token=***\\"]"}'),
@@ -87,8 +87,8 @@ def test_json_carried_in_a_string_is_masked_inside(body: str, shown: str) -> Non
 def test_a_form_carried_in_a_string_is_masked_inside(body: str, shown: str) -> None:
     """A form (`a=1&token=x`: a field name, no space in it, then `=`, at the string's start)
     carried as a JSON string value or a form field's value, raw or encoded, however deep, has
-    its secret-named fields masked, every other byte as sent; prose with an `=` or `&` in it,
-    and a form with no secret, are left as they are."""
+    its secret-named fields masked, every other byte as sent; prose with an `=` or `&` in it
+    (no secret-named field after it), and a form with no secret, are left as they are."""
     assert mask_text(body) == shown
 
 
@@ -112,6 +112,29 @@ def test_bodies_as_the_providers_documents_write_them_are_masked(body: str, show
     """The providers' documented examples: MonetaPay's callback in typographic quotes (its
     `partner_key` masked, the quotes kept), SSSMS88's token as a member of an array, OTGPAY's
     signing string (`…&key=<merchant secret>`) echoed in a field, alone or after prose."""
+    assert mask_text(body) == shown
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"e":"bad key=k1"}', '{"e":"bad key=***"}'),
+        ('{"e":"invalid sign=abc, expected d8f"}', '{"e":"invalid sign=*** expected d8f"}'),
+        ('{"e":"Use a=1 & token=2","f":"failed:password=p"}',
+         '{"e":"Use a=1 & token=***","f":"failed:password=***"}'),
+        ('{"e":"bad key=k1 at https://m.example/cb?n=1"}',
+         '{"e":"bad key=*** at https://m.example/cb?n=1"}'),
+        ("n=1&e=invalid+sign%3Dabc+now", "n=1&e=invalid+sign%3D***+now"),
+        ('{"e":"amount=300 is low","f":"see n=2, x=1","g":"a token = 3"}',
+         '{"e":"amount=300 is low","f":"see n=2, x=1","g":"a token = 3"}'),
+    ],
+    ids=["after_prose", "ends_at_a_space", "after_a_colon", "before_a_url", "in_a_form_value",
+         "names_not_secret_unchanged"],
+)
+def test_a_secret_named_field_after_prose_is_masked(body: str, shown: str) -> None:
+    """One field after prose (a space or a colon, then `name=value`) has its value masked, up
+    to the next space, if its name is a secret's; prose whose `x=y` names no secret is left as
+    it is."""
     assert mask_text(body) == shown
 
 
