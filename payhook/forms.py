@@ -12,6 +12,8 @@ from urllib.parse import unquote_plus
 # A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
 # (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
 _FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
+# A field as a form splits at every `&`, for a second look.
+_SPLIT_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*)")
 # A string carried in JSON or in a form is read as a form if it starts with a field name (word
 # characters, no space: prose with an `=` in it is no form; no `/`, and at most 64, so base64
 # ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
@@ -55,12 +57,11 @@ def fields(text: str) -> Iterator[tuple[str, int, int]]:
         yield field.group(1), *field.span(2)
 
 
-def split_fields(text: str) -> Iterator[tuple[str, str]]:
+def split_fields(text: str) -> Iterator[tuple[str, int, int]]:
     """The fields of the form `text` split at every `&` (not as the scan reads them, for a
-    second look): each one's name and value, decoded."""
-    for name, equals, value in (field.partition("=") for field in text.split("&")):
-        if equals:
-            yield unquote_plus(name), unquote_plus(value)
+    second look): each one's name, as spelled, and where its value starts and ends."""
+    for field in _SPLIT_FIELD.finditer(text):
+        yield field.group(1), *field.span(2)
 
 
 def prose_parts(text: str, end: int) -> list[Part]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -19,6 +19,8 @@ _SECRET_KEY = re.compile(
     r"|signature|^sign$|aeskey|aesiv|cookie|partnerkey|^key$)"
 )
 MASK = "***"
+# How a form is read: each field's name, as spelled, and where its value starts and ends.
+Fields = Callable[[str], Iterator[tuple[str, int, int]]]
 _BOM = "\ufeff"
 # A JSON string token (lenient: an escaped line break passes), then what makes it a member name.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -63,7 +65,7 @@ def _edits(text: str, depth: int) -> list[Edit]:
     bom = len(_BOM) if text.startswith(_BOM) else 0  # Windows tools write one; JSON all the same
     body = text[bom:]
     return spans.shifted(
-        _json_edits(body, depth) if _looks_json(body) else _form_edits(body, depth), bom)
+        _json_edits(body, depth) if _looks_json(body) else _checked_form_edits(body, depth), bom)
 
 
 def _json_edits(text: str, depth: int) -> list[Edit]:
@@ -125,11 +127,23 @@ def _embedded_edits(text: str, depth: int) -> list[Edit]:
     return edits
 
 
-def _form_edits(text: str, depth: int) -> list[Edit]:
-    """The edits that mask the form `text`: each secret-named field's value, and the JSON or
-    form carried in any other's."""
+def _checked_form_edits(text: str, depth: int) -> list[Edit]:
+    """The edits that mask the form `text`; should they leave a secret, read as
+    `forms.split_fields` reads the form, those that mask each field so split; should those
+    too, one that masks the whole text. Checked at the top only: a JSON body's own check looks
+    into the forms it carries, a form body's into those in its fields."""
+    edits = _form_edits(text, depth)
+    if depth or not _form_leaks(spans.apply(text, edits), depth):
+        return edits
+    edits = _form_edits(text, depth, forms.split_fields)
+    return [(0, len(text), MASK)] if _form_leaks(spans.apply(text, edits), depth) else edits
+
+
+def _form_edits(text: str, depth: int, fields: Fields = forms.fields) -> list[Edit]:
+    """The edits that mask the form `text` (its fields as `fields` reads them): each
+    secret-named field's value, and the JSON or form carried in any other's."""
     edits: list[Edit] = []
-    for name, start, end in forms.fields(text):
+    for name, start, end in fields(text):
         if is_secret(unquote_plus(name)):
             edits.append((start, end, MASK))
             continue
@@ -231,6 +245,8 @@ def _leaks(masked: str, depth: int) -> bool:
     """Whether the JSON text `masked` still has a secret-named member not masked, here or in
     JSON carried by its strings; the check runs inside the parser, so a deep body costs no
     recursion of ours."""
+    if '"' not in masked:
+        return False  # no string, so no member: spared a parse, as a form's `a={` value is
     leaked = False
 
     def check(members: list[tuple[str, Any]]) -> None:
@@ -263,8 +279,11 @@ def _embedded_leaks(value: Any, depth: int) -> bool:
 def _form_leaks(text: str, depth: int) -> bool:
     """Whether the form `text`, as `forms.split_fields` reads it, has a secret-named field not
     masked, or a field carrying JSON or a form that leaks."""
-    return any(value != MASK if is_secret(name) else _embedded_leaks(value, depth)
-               for name, value in forms.split_fields(text))
+    for name, start, end in forms.split_fields(text):
+        value = unquote_plus(text[start:end])
+        if value != MASK if is_secret(unquote_plus(name)) else _embedded_leaks(value, depth):
+            return True
+    return False
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -8,9 +8,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+import payhook.forms
 import payhook.masking
 from payhook.bodies import mask_body
-from payhook.masking import MASK, mask_text
+from payhook.masking import MASK, Fields, mask_text
+from payhook.spans import Edit
 
 _INNER = json.dumps({"clientAuthKey": "s3cret", "n": 1}, separators=(",", ":"))
 _SHOWN = json.dumps({"clientAuthKey": MASK, "n": 1}, separators=(",", ":"))
@@ -199,6 +201,28 @@ def test_a_missed_form_secret_masks_the_string_carrying_it(monkeypatch: pytest.M
     monkeypatch.setattr(payhook.masking, "_form_edits", lambda text, depth: [])
     shown = mask_text(json.dumps({"n": 1, "data": ["a=1&token=s3cret", "a=1&n=2"]}, indent=1))
     assert shown == json.dumps({"n": 1, "data": [MASK, "a=1&n=2"]})
+
+
+def test_a_form_body_the_scan_leaves_a_secret_in_is_masked_as_split_at_every_ampersand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the scan's reading of a form body leave a secret (a raw JSON value read whole, say),
+    the body is shown with its fields split at every `&` and masked so, never with the secret."""
+    scan = payhook.masking._form_edits
+
+    def missing(text: str, depth: int, fields: Fields = payhook.forms.fields) -> list[Edit]:
+        return [] if fields is payhook.forms.fields else scan(text, depth, fields)
+
+    monkeypatch.setattr(payhook.masking, "_form_edits", missing)
+    assert mask_text("n=1&token=s3cret&d=%7B%7D") == "n=1&token=***&d=%7B%7D"
+
+
+def test_a_form_body_no_reading_masks_is_masked_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should neither reading of a form body mask the form one of its fields carries, the body
+    is masked whole."""
+    monkeypatch.setattr(payhook.masking, "_embedded_edits", lambda text, depth: [])
+    assert mask_text("n=1&d=a%3D1%26sign%3Ds3cret") == MASK
+    assert mask_text("n=1&d=a%3D1") == "n=1&d=a%3D1"
 
 
 _DOC = '{"clientAuthKey":"s3cret","n":"é"}'
