@@ -9,9 +9,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
+from payhook import spans
+
 # A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
 # (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
 _FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")
+# How many times over the text the tries to read raw form values as JSON may scan it, in all.
+_JSON_TRIES = 4
 # A field as a form splits at every `&`, for a second look.
 _SPLIT_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*)")
 # A string carried in JSON or in a form is read as a form if it starts with a field name (word
@@ -52,9 +56,19 @@ def form_at(text: str) -> int | None:
 
 def fields(text: str) -> Iterator[tuple[str, int, int]]:
     """The fields of the form `text` as the scan reads them: each one's name, as spelled, and
-    where its value starts and ends."""
-    for field in _FORM_FIELD.finditer(text):
-        yield field.group(1), *field.span(2)
+    where its value starts and ends. A raw JSON value runs to its closing bracket if a `&` or
+    the end follows it (`data={"a":"x&n=1","sign":"s"}&m=1` is two fields, not three); the
+    brackets counted in all such tries stay under a few times the text, so the scan stays
+    linear (`a={&a={&…` is read as fields split at `&` past that)."""
+    at, budget = 0, _JSON_TRIES * len(text)
+    while (field := _FORM_FIELD.search(text, at)) is not None:
+        start, at = field.span(2)
+        if budget > 0 and text.startswith(("{", "["), start):
+            close = spans.json_close(text, start)
+            budget -= (close or len(text)) - start
+            if close is not None and (close == len(text) or text[close] == "&"):
+                at = max(at, close)
+        yield field.group(1), start, at
 
 
 def split_fields(text: str) -> Iterator[tuple[str, int, int]]:

@@ -22,13 +22,11 @@ MASK = "***"
 # How a form is read: each field's name, as spelled, and where its value starts and ends.
 Fields = Callable[[str], Iterator[tuple[str, int, int]]]
 _BOM = "\ufeff"
-# A JSON string token (lenient: an escaped line break passes), then what makes it a member name.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = spans.JSON_STRING
 _COLON = re.compile(r"\s*:\s*")
 # Typographic quotes, as a provider's documentation writes JSON (MonetaPay's callback example,
 # `{“data”:{“en_data”:”…”}}`): read as `"` in a text that has no other.
 _CURLY = str.maketrans("\u201c\u201d", '""')
-_STRUCTURE = re.compile(r'["\[\]{}]')
 _SCALAR_END = re.compile(r"[\s,\]}]")
 # JSON or a form carried in a string (or a form field) carried in JSON…: masked inside this
 # many levels deep; a JSON-like or form-like string deeper still is masked whole.
@@ -218,27 +216,15 @@ def _name(token: str) -> str:
 
 
 def _value_end(text: str, start: int) -> int:
-    """Where the value starting at `start` ends: a string, a whole array or object (brackets
-    counted outside strings), or a scalar; the end of the text if it never does."""
+    """Where the value starting at `start` ends: a string, a whole array or object, or a
+    scalar; the end of the text if it never does."""
     if text.startswith('"', start):
         token = _STRING.match(text, start)
         return token.end() if token else len(text)
     if not text.startswith(("[", "{"), start):
         end = _SCALAR_END.search(text, start)
         return end.start() if end else len(text)
-    depth, i = 0, start
-    while (found := _STRUCTURE.search(text, i)) is not None:
-        char, i = found.group(), found.end()
-        if char == '"':
-            token = _STRING.match(text, found.start())
-            if token is None:
-                break
-            i = token.end()
-        elif char in "[{":
-            depth += 1
-        elif (depth := depth - 1) == 0:
-            return i
-    return len(text)
+    return spans.json_close(text, start) or len(text)
 
 
 def _leaks(masked: str, depth: int) -> bool:

@@ -12,6 +12,9 @@ from urllib.parse import quote
 # Replace text[start:end] with the string.
 Edit = tuple[int, int, str]
 
+# A JSON string token (lenient: an escaped line break passes).
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRUCTURE = re.compile(r'["\[\]{}]')
 # One character of a JSON string's content, as json.loads reads it (a surrogate pair is one).
 _JSON_CHAR = re.compile(
     r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\.|.",
@@ -36,6 +39,24 @@ def apply(text: str, edits: list[Edit]) -> str:
 def shifted(edits: list[Edit], by: int) -> list[Edit]:
     """`edits` found in a text that starts `by` characters into another, made on that one."""
     return [(start + by, end + by, replacement) for start, end, replacement in edits]
+
+
+def json_close(text: str, start: int) -> int | None:
+    """Where the JSON (or JSON-like) array or object starting at `start` ends, brackets counted
+    outside strings; None if it never does."""
+    depth, i = 0, start
+    while (found := _STRUCTURE.search(text, i)) is not None:
+        char, i = found.group(), found.end()
+        if char == '"':
+            token = JSON_STRING.match(text, found.start())
+            if token is None:
+                return None
+            i = token.end()
+        elif char in "[{":
+            depth += 1
+        elif (depth := depth - 1) == 0:
+            return i
+    return None
 
 
 def json_string(token: str) -> tuple[str, list[int]] | None:

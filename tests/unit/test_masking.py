@@ -203,6 +203,25 @@ def test_a_missed_form_secret_masks_the_string_carrying_it(monkeypatch: pytest.M
     assert shown == json.dumps({"n": 1, "data": [MASK, "a=1&n=2"]})
 
 
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('data={"a":"x&n=1","sign":"s"}&m=1', 'data={"a":"x&n=1","sign":"***"}&m=1'),
+        ('data=[{"k":"a&b=1"},{"key":"k"}]', 'data=[{"k":"a&b=1"},{"key":"***"}]'),
+        ('a={&data={"x":"y&n=1","token":"t"}', 'a={&data={"x":"y&n=1","token":"***"}'),
+        ("a=[1]x&token=t&n={}", "a=[1]x&token=***&n={}"),
+        ("a={x&token=abc}", "a={x&token=***"),
+    ],
+    ids=["ampersand_and_field_in_a_string", "array", "after_an_unclosed_one",
+         "not_followed_by_a_field", "braces_not_json"],
+)
+def test_raw_json_in_a_form_value_is_read_whole(body: str, shown: str) -> None:
+    """A raw JSON value in a form runs to its closing bracket, if a `&` or the end follows it:
+    a `&name=` in its strings starts no field that would hide the secrets after it; a value
+    that only looks like JSON is read as the form splits it."""
+    assert mask_text(body) == shown
+
+
 def test_a_form_body_the_scan_leaves_a_secret_in_is_masked_as_split_at_every_ampersand(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
