@@ -5,12 +5,14 @@ and looks inside the others."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from payhook import spans
 
+# How a form is read: each field's name, as spelled, and where its value starts and ends.
+Fields = Callable[[str], Iterator[tuple[str, int, int]]]
 # A form field (`a=1&b=2`): its name (group 1) starts the text or follows a `&`; its value
 # (group 2) runs to the next `&` that starts a field (the `&` of a raw value, in JSON say, is its).
 _FORM_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*(?:&(?![^=&]*=)[^&]*)*)")

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
-from payhook.masking import MASK, is_secret
+from payhook.masking import MASK, is_secret, mask_string
 
 
 def mask_url(url: str) -> str:
@@ -25,13 +25,18 @@ def mask_url(url: str) -> str:
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask the value of any field whose name says it is a secret, at any depth of dicts and
-    of the lists and tuples in them."""
+    of the lists and tuples in them; and the secrets a string value carries (an error echoing
+    a provider's signing string or body, a URL with a `?token=`), as a body's are masked."""
     for key, value in list(event.items()):
         event[key] = MASK if is_secret(key) else _redacted(value)
     return event
 
 
 def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        # Only a string with one of these can carry a form, JSON or a URL: the hot path's
+        # ids, states and timestamps are spared the scan.
+        return mask_string(value) if "=" in value or "{" in value or "://" in value else value
     if isinstance(value, dict):
         return redact(None, "", dict(value))
     if isinstance(value, list | tuple):

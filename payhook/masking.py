@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -19,8 +19,6 @@ _SECRET_KEY = re.compile(
     r"|signature|^sign$|aeskey|aesiv|cookie|partnerkey|^key$)"
 )
 MASK = "***"
-# How a form is read: each field's name, as spelled, and where its value starts and ends.
-Fields = Callable[[str], Iterator[tuple[str, int, int]]]
 _BOM = "\ufeff"
 _STRING = spans.JSON_STRING
 _COLON = re.compile(r"\s*:\s*")
@@ -46,16 +44,22 @@ def mask_text(text: str) -> str:
 
     Why not parse and re-serialise: the text is the evidence of what a provider sent, read to
     find why a signature failed: spacing, escapes (`\\/`, `\\u00e9`), number spellings
-    (`300.00`), key order and repeated keys would all change. The members are found by a scan
-    of the text instead; a JSON body is then parsed back, and shown re-serialised (its layout
-    lost, its secrets masked) should the scan have missed a secret-named member anywhere.
+    (`300.00`), key order and repeated keys would all change. The members are found by a scan;
+    a body the scan left a secret in is shown re-serialised (JSON) or split at every `&` (a form).
 
-    A JSON document or a form (`a=1&token=x`, as `forms.form_at` tells one from prose) carried as
-    a string value, or as a form field's value (providers wrap their payload so), is masked
-    inside the same way, by edits made on the characters that spell its secret values (`\\"`,
-    `%22` and `%20` stay as sent); so is JSON or a form in a string in that one, and so on,
-    `_MAX_EMBEDDED` levels deep."""
+    A string value or a form field's value carrying JSON, a form (as `forms.form_at` tells one
+    from prose), a URL or a secret-named field after prose is masked inside the same way, by
+    edits on the characters that spell its secret values (`\\"`, `%22`, `%20` stay as sent),
+    and so on, `_MAX_EMBEDDED` levels deep."""
     return spans.apply(text, _edits(text, 0))
+
+
+def mask_string(text: str, depth: int = 0) -> str:
+    """`text`, a string that may carry a callback's text (a log field: an error echoing a
+    signing string, a URL with a `?token=`), masked as a string value `depth` levels into a
+    body is: inside, as `mask_text` says; whole should a secret be left."""
+    shown = spans.apply(text, _embedded_edits(text, depth))
+    return MASK if _embedded_leaks(shown, depth) else shown
 
 
 def _edits(text: str, depth: int) -> list[Edit]:
@@ -137,7 +141,7 @@ def _checked_form_edits(text: str, depth: int) -> list[Edit]:
     return [(0, len(text), MASK)] if _form_leaks(spans.apply(text, edits), depth) else edits
 
 
-def _form_edits(text: str, depth: int, fields: Fields = forms.fields) -> list[Edit]:
+def _form_edits(text: str, depth: int, fields: forms.Fields = forms.fields) -> list[Edit]:
     """The edits that mask the form `text` (its fields as `fields` reads them): each
     secret-named field's value, and the JSON or form carried in any other's."""
     edits: list[Edit] = []
@@ -290,8 +294,7 @@ def _masked_value(value: Any, depth: int) -> Any:
     """`value` with the JSON and forms in its strings masked (objects in it are masked
     already); a string the scan leaves a secret in (a form: only the scan reads one) whole."""
     if isinstance(value, str):
-        shown = spans.apply(value, _embedded_edits(value, depth))
-        return MASK if _embedded_leaks(shown, depth) else shown
+        return mask_string(value, depth)
     if isinstance(value, list):
         return [_masked_value(item, depth) for item in value]
     return value

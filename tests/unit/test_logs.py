@@ -41,6 +41,23 @@ def test_json_lines_carry_the_traceback_and_mask_secrets(json_lines: io.StringIO
     assert library["logger"] == "aiohttp.server"
 
 
+def test_secrets_carried_in_string_fields_are_masked(json_lines: io.StringIO) -> None:
+    """A log field whose string carries a form, JSON, a URL or a secret-named field after
+    prose (an error echoing a provider's signing string) has those secrets masked, the rest of
+    the line as logged."""
+    structlog.get_logger("workers.judging").warning(
+        "callback_malformed", error="bad sign: amount=300&appId=1054&key=k1",
+        url="https://m.example/cb?token=t0k&x=1", reason='{"clientAuthKey":"s3","n":1}',
+        code="invalid sign=abc", nested={"e": ["https://u:pw@h/"]}, plain="a = b, see x")
+    line = json.loads(json_lines.getvalue())
+    assert line["error"] == f"bad sign: amount=300&appId=1054&key={MASK}"
+    assert line["url"] == f"https://m.example/cb?token={MASK}&x=1"
+    assert line["reason"] == f'{{"clientAuthKey":"{MASK}","n":1}}'
+    assert line["code"] == f"invalid sign={MASK}"
+    assert line["nested"] == {"e": [f"https://u:{MASK}@h/"]}
+    assert line["plain"] == "a = b, see x"
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

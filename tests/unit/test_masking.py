@@ -11,7 +11,8 @@ import pytest
 import payhook.forms
 import payhook.masking
 from payhook.bodies import mask_body
-from payhook.masking import MASK, Fields, mask_text
+from payhook.forms import Fields
+from payhook.masking import MASK, mask_text
 from payhook.spans import Edit
 
 _INNER = json.dumps({"clientAuthKey": "s3cret", "n": 1}, separators=(",", ":"))
