@@ -1,5 +1,6 @@
-"""Masking generated bodies: documents and forms carried in strings, at every depth, written
-every way their writers may choose; no secret value survives, no other byte changes."""
+"""Masking generated bodies: documents, forms, URLs and fields after prose carried in strings, at
+every depth, written every way their writers may choose; no secret value survives, no other byte
+changes."""
 
 from __future__ import annotations
 
@@ -38,6 +39,31 @@ class _Form:
     lower_hex: bool  # `%2c`, else `%2C`
 
 
+@dataclass(frozen=True)
+class _Url:
+    """A URL carried as a string (`https://user:pw@host/cb?query#fragment`), its parts encoded
+    as a URL's are: its password masked, its query and fragment masked as forms are."""
+
+    user: str | None
+    password: str | None
+    path: str
+    query: _Form | None
+    fragment: _Form | None
+
+    def carries(self) -> bool:  # what makes a URL one masking looks inside
+        return ((self.user is not None and self.password is not None) or self.query is not None
+                or (self.fragment is not None and bool(self.fragment.fields)))
+
+
+@dataclass(frozen=True)
+class _Prose:
+    """Prose with one field after a space or a colon (`invalid sign=abc, try again`)."""
+
+    before: str
+    separator: str
+    name: str
+    value: str
+    after: str
 
 
 def _text(excluded: str) -> st.SearchStrategy[str]:
@@ -70,12 +96,30 @@ def _forms(values: st.SearchStrategy[object]) -> st.SearchStrategy[_Form]:
     return st.builds(_Form, fields.map(tuple), st.booleans(), st.booleans(), st.booleans())
 
 
+def _urls(values: st.SearchStrategy[object]) -> st.SearchStrategy[_Url]:
+    encoded = st.builds(_Form, _with_secrets(st.lists(st.tuples(_FIELD_NAMES, values),
+                                                      max_size=3)).map(tuple),
+                        st.just(True), st.booleans(), st.booleans())
+    words = st.from_regex(r"[a-z0-9]{0,6}", fullmatch=True)
+    return st.builds(_Url, st.none() | words, st.none() | st.just(_SECRET) | words,
+                     st.sampled_from(["", "/", "/cb", ":8443/a:b/"]), st.none() | encoded,
+                     st.none() | encoded)
+
+
+# Prose around the field has no `=`, `&`, `:` or brackets: nothing else in it is masked.
+_PROSE = st.from_regex(r"[A-Za-z ,.!']{0,12}", fullmatch=True)
+_PROSES = _FIELD_NAMES.flatmap(lambda name: st.builds(
+    _Prose, _PROSE, st.sampled_from([" ", ": ", ":", "  "]), st.just(name),
+    st.just(_SECRET) if is_secret(name) else st.from_regex(r"[A-Za-z0-9.\-]{0,8}",
+                                                             fullmatch=True), _PROSE))
+
+
 def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
     dicts = _with_secrets(st.lists(st.tuples(_NAMES, inner), max_size=4)).map(dict)
     lists_or_dicts = st.lists(inner, max_size=4) | dicts
     embedded = st.builds(_Embedded, lists_or_dicts, st.booleans(), _SEPARATORS, st.booleans())
-    forms = _forms(_FIELD_TEXT | embedded | _forms(_FIELD_TEXT))
-    return lists_or_dicts | embedded | forms
+    forms = _forms(_FIELD_TEXT | embedded | _forms(_FIELD_TEXT) | _PROSES)
+    return lists_or_dicts | embedded | forms | _urls(_FIELD_TEXT | embedded) | _PROSES
 
 
 _TREES = st.recursive(_SCALARS, _containers, max_leaves=20)
@@ -103,6 +147,25 @@ def _render_form(form: _Form, mask: bool, depth: int) -> str:
     return "&".join(fields)
 
 
+def _render_url(url: _Url, mask: bool, depth: int) -> str:
+    user = "" if url.user is None else url.user
+    if url.user is not None and url.password is not None:
+        user += ":" + (MASK if mask else url.password)
+    parts = [f"https://{user}@m.example" if url.user is not None else "https://m.example",
+             url.path]
+    if url.query is not None:
+        parts += ["?", _render_form(url.query, mask, depth)]
+    if url.fragment is not None:
+        parts += ["#", _render_form(url.fragment, mask, depth)]
+    return "".join(parts)
+
+
+def _render_prose(prose: _Prose, mask: bool) -> str:
+    value = MASK if mask and is_secret(prose.name) else prose.value
+    after = f" {prose.after}" if prose.after else ""
+    return f"{prose.before}{prose.separator}{prose.name}={value}{after}"
+
+
 def _render(node: object, mask: bool, depth: int = 0) -> object:
     """The document `node` describes: as sent, or (`mask`) as the API should show it."""
     deep = mask and depth >= _MAX_EMBEDDED
@@ -111,13 +174,17 @@ def _render(node: object, mask: bool, depth: int = 0) -> object:
         node = _write_json(doc, node.ascii_only, node.separators, node.slash_escaped)
     elif isinstance(node, _Form):
         node = _render_form(node, mask and not deep, depth)
+    elif isinstance(node, _Url):
+        return MASK if deep and node.carries() else _render_url(node, mask, depth)
+    elif isinstance(node, _Prose):
+        return MASK if deep and is_secret(node.name) else _render_prose(node, mask)
     if isinstance(node, dict):
         return {k: MASK if mask and is_secret(k) else _render(v, mask, depth)
                 for k, v in node.items()}
     if isinstance(node, list):
         return [_render(v, mask, depth) for v in node]
     if deep and isinstance(node, str) and (
-            ("{" in node and node.lstrip()[:1] in ("{", "[", '"'))
+            (re.search(r'[{=]|\\u|:\\?/', node) and node.lstrip()[:1] in ("{", "[", '"'))
             or re.match(r"[\w.\-\[\]%+]{1,64}=", node)):
         return MASK  # past the bound, JSON-like and form-like strings are masked whole
     return node
@@ -148,10 +215,11 @@ def test_body_masking_matches_masking_the_documents_and_forms_in_its_strings(
     tree: object, ascii_only: bool, indent: int | None, separators: tuple[str, str],
     slash_escaped: bool,
 ) -> None:
-    """Whatever the document, the documents and forms carried in its strings (and in their
-    fields), and however each is written, the masked text is the document with each
-    secret-named member's or field's value replaced by "***", at every level, written the same
-    way: no secret value is left, and no other byte changed."""
+    """Whatever the document, the documents, forms, URLs (userinfo, query, fragment) and
+    fields after prose carried in its strings (and in their fields), and however each is
+    written, the masked text is the document with each secret-named member's or field's value
+    (and each URL's password) replaced by "***", at every level, written the same way: no
+    secret value is left, and no other byte changed."""
     def write(doc: object) -> str:
         return _write_json(doc, ascii_only, separators, slash_escaped, indent)
 
