@@ -44,6 +44,17 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _masked_traceback(
+    _logger: Any, _name: str, event: MutableMapping[str, Any],
+) -> MutableMapping[str, Any]:
+    """The `exception` field masked, line by line (a form in one runs to its line's end), as a
+    string field is: its message may echo a provider's body or signing string, and
+    format_exc_info writes it after `redact` has run."""
+    if isinstance(text := event.get("exception"), str):
+        event["exception"] = "\n".join(mask_string(line) for line in text.split("\n"))
+    return event
+
+
 def configure(fmt: str | None = None, level: str = "INFO") -> None:
     """Configure structlog and the stdlib root logger (Celery, aiohttp) to share one format."""
     fmt = fmt or ("console" if sys.stderr.isatty() else "json")
@@ -58,7 +69,8 @@ def configure(fmt: str | None = None, level: str = "INFO") -> None:
     # (without it a line said only `"exc_info": true`, for ours and for the libraries' errors).
     renderers: list[Any] = (
         [structlog.dev.ConsoleRenderer()] if fmt == "console"
-        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        else [structlog.processors.format_exc_info, _masked_traceback,
+              structlog.processors.JSONRenderer()]
     )
     structlog.configure(
         # filter_by_level first: a dropped debug line must not pay for the processor chain.

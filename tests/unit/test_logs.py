@@ -58,6 +58,19 @@ def test_secrets_carried_in_string_fields_are_masked(json_lines: io.StringIO) ->
     assert line["plain"] == "a = b, see x"
 
 
+def test_a_traceback_echoing_a_secret_is_masked(json_lines: io.StringIO) -> None:
+    """The `exception` field of a JSON line has the secrets its message echoes masked, the
+    traceback kept."""
+    try:
+        raise ValueError("bad sign: amount=300&key=k1")
+    except ValueError:
+        structlog.get_logger("workers.judging").exception("adapter_error")
+    exception = json.loads(json_lines.getvalue())["exception"]
+    assert exception.startswith("Traceback (most recent call last):")
+    assert exception.endswith(f"\nValueError: bad sign: amount=300&key={MASK}")
+    assert "k1" not in exception
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
