@@ -25,7 +25,8 @@ _SPLIT_FIELD = re.compile(r"(?:^|(?<=&))([^=&]*)=([^&]*)")
 # ciphertext is none either) and `=`: `a=1&token=x`, as providers wrap a payload in `data`.
 _FORM_START = re.compile(r"[\w.\-\[\]%+]{1,64}=")
 # …or if, after prose, it holds two fields or more, the first after a space or a colon: a
-# signing string echoed in an error (`bad sign: amount=300&key=k1`).
+# signing string echoed in an error (`bad sign: amount=300&key=k1`). One field after prose is
+# no form, but masked if its name is a secret's (`invalid sign=abc`): see `prose_parts`.
 _FIELD_AFTER_PROSE = re.compile(r"(?<=[\s:])[\w.\-\[\]%+]{1,64}=")
 _NEXT_FIELD = re.compile(r"&[\w.\-\[\]%+]{1,64}=")
 # A field after prose ends at a space: a secret value has none (`bad key=k1, try again`).
@@ -35,8 +36,8 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>`]*")
 
 
 class Part(NamedTuple):
-    """A span of prose that masking looks at: a field's value (`name`, as spelled), or a form
-    to look inside (`name` None)."""
+    """A span of prose that masking looks at: a field's value (`name` decoded), or a form to
+    look inside (`name` None)."""
 
     name: str | None
     start: int
