@@ -1,7 +1,8 @@
 """Judging one stored callback before anything is written: decode and verify it, and for a
 callback that only claims (confirm-by-query), ask the provider what to believe instead.
 
-Runs outside any transaction: CPU and provider queries only.
+Runs outside any transaction: CPU and provider queries, and one read of the ledger for the
+callbacks of a batch whose order the provider does not know.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from datetime import UTC, datetime
 import redis
 import structlog
 
+from ledger.apply import OrderKey
 from ledger.fields import EventError, check_fields
+from ledger.history import reached_ledger
 from ledger.models import Callback
 from payhook.accounts import Account
 from providers.base import Headers, OrderRef, ProviderEvent, RawCallback, Trust
@@ -28,6 +31,9 @@ from workers.runtime import Runtime
 log = structlog.get_logger(__name__)
 # The reason of a callback whose confirming query its account's budget postponed.
 DEFERRED = "query:deferred"
+# The reason of a `duplicate` callback whose order the provider has forgotten since it confirmed
+# it to this callback: the ledger holds the callback's event already.
+CONFIRMED_BEFORE = "confirmed_before"
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Verdict:
     rejected: str | None = None
     transient: str | None = None
     deferred: bool = False  # never asked the provider: this attempt does not count
+    unknown: bool = False  # the provider's status API does not know the claimed order
+    confirmed_before: bool = False  # ... but did when this callback reached the ledger before
 
     @property
     def counted(self) -> int:
@@ -125,6 +133,7 @@ def confirm(rt: Runtime, verdicts: list[Verdict]) -> None:
             deferred[key] = deferred.get(key, 0) + len(group)
         for v in group:
             _settle(rt, v, reply)
+    _not_found(rt, [v for v in verdicts if v.unknown])
     if batch.calls.down is not None:  # one line for the batch, not one per query
         log.warning("confirm_redis_down", error=batch.calls.down, deferred=batch.unreached,
                     retries_failed=batch.retries_unreached)
@@ -209,7 +218,7 @@ def _settle(rt: Runtime, v: Verdict, reply: list[ProviderEvent] | str) -> None:
         v.transient, v.deferred = reply, reply == DEFERRED
         return
     if not reply:
-        _not_found(rt, v)
+        v.unknown = True  # decided with the batch's others (`_not_found`)
         return
     wanted = v.claimed.merchant_order_no
     if any(e.merchant_order_no != wanted for e in reply):
@@ -221,13 +230,32 @@ def _settle(rt: Runtime, v: Verdict, reply: list[ProviderEvent] | str) -> None:
     v.events = list(reply)
 
 
-def _not_found(rt: Runtime, v: Verdict) -> None:
-    """The provider's status API does not know the order the callback names. It may lag the
+def _not_found(rt: Runtime, verdicts: list[Verdict]) -> None:
+    """The provider's status API does not know the orders these callbacks name. It may lag the
     provider's callbacks, and an order only a callback told us of is polled by nothing else:
-    so this waits like a transient failure, and is `unconfirmed` only on the last attempt."""
-    if v.attempts >= rt.settings.max_attempts:
-        v.rejected = "unconfirmed"
-    else:
-        v.transient = "query:not_found"
+    so this waits like a transient failure, and is `unconfirmed` only on the last attempt.
+
+    Unless the callback reached the ledger before (this is a replay): the provider confirmed
+    the order then and has forgotten it since (it purges old orders; a sandbox restarted).
+    Waiting could only end `unconfirmed`, a false record of a callback whose event the ledger
+    holds, so it is `duplicate` at once (CONTRACT §5). Only these callbacks pay the lookup, one
+    read for the batch, outside the batch's write: the history it reads is written only by
+    processing these same callbacks, which this attempt holds the claim of.
+    """
+    if not verdicts:
+        return
+    with rt.sessions() as session:
+        before = reached_ledger(session, {v.callback_id: _order_key(v) for v in verdicts})
+    for v in verdicts:
+        if v.callback_id in before:
+            v.confirmed_before = True
+        elif v.attempts >= rt.settings.max_attempts:
+            v.rejected = "unconfirmed"
+        else:
+            v.transient = "query:not_found"
 
 
+def _order_key(v: Verdict) -> OrderKey:
+    assert v.account is not None
+    assert v.claimed is not None
+    return (v.account.provider.name, v.account.name, v.claimed.merchant_order_no)

@@ -1,0 +1,34 @@
+"""Reading an order's history for the callbacks that wrote it: which of them reached the
+ledger before (a replayed callback is processed again from its raw bytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from ledger.apply import OrderKey
+from ledger.models import Order, OrderEvent
+
+
+def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> set[int]:
+    """The callback ids among `claims` (callback id → the order it names) with a history entry
+    of their own on that order, whatever its outcome: each reached the ledger once already.
+
+    One statement for all of them, found through the order's unique key and the history's
+    order index (the history has no index on `callback_id`).
+    """
+    if not claims:
+        return set()
+    rows = session.execute(
+        select(OrderEvent.callback_id, Order.provider, Order.account, Order.merchant_order_no)
+        .join(Order, Order.id == OrderEvent.order_id)
+        .where(
+            tuple_(Order.provider, Order.account, Order.merchant_order_no).in_(
+                sorted(set(claims.values()))
+            ),
+            OrderEvent.callback_id.in_(sorted(claims)),
+        )
+    )
+    return {int(cb) for cb, *key in rows if claims.get(int(cb)) == tuple(key)}
