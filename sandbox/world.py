@@ -181,6 +181,12 @@ secret_key = "{s['mtpay_secret_key']}"
             else:
                 records[:] = [dict(fields)]
 
+    def forget(self, provider: str, merchant_order_no: str) -> None:
+        """Make the provider's query API no longer know the order, as a provider purging old
+        orders (or a restarted sandbox) does."""
+        with self._lock:
+            self.orders.pop((provider, merchant_order_no), None)
+
     def callback(
         self, provider: str, fields: Mapping[str, Any], *, forged: bool = False,
         timestamp_ms: int | None = None, form: bool = False, plain: bool = False,
