@@ -12,17 +12,19 @@ from ledger.apply import OrderKey
 from ledger.models import Order, OrderEvent
 
 
-def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> set[int]:
+def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> dict[int, str]:
     """The callback ids among `claims` (callback id → the order it names) with a history entry
-    of their own on that order, whatever its outcome: each reached the ledger once already.
+    of their own on that order, each with the outcome of its first: each reached the ledger
+    once already, and that is what it did there.
 
     One statement for all of them, found through the order's unique key and the history's
     order index (the history has no index on `callback_id`).
     """
     if not claims:
-        return set()
+        return {}
     rows = session.execute(
-        select(OrderEvent.callback_id, Order.provider, Order.account, Order.merchant_order_no)
+        select(OrderEvent.callback_id, OrderEvent.outcome, Order.provider, Order.account,
+               Order.merchant_order_no)
         .join(Order, Order.id == OrderEvent.order_id)
         .where(
             tuple_(Order.provider, Order.account, Order.merchant_order_no).in_(
@@ -30,5 +32,8 @@ def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> set[int]
             ),
             OrderEvent.callback_id.in_(sorted(claims)),
         )
+        .order_by(OrderEvent.id.desc())
     )
-    return {int(cb) for cb, *key in rows if claims.get(int(cb)) == tuple(key)}
+    # Newest first, so each callback is left with the outcome of its first entry.
+    return {int(cb): str(outcome) for cb, outcome, *key in rows
+            if claims.get(int(cb)) == tuple(key)}

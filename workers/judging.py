@@ -31,8 +31,8 @@ from workers.runtime import Runtime
 log = structlog.get_logger(__name__)
 # The reason of a callback whose confirming query its account's budget postponed.
 DEFERRED = "query:deferred"
-# The reason of a `duplicate` callback whose order the provider has forgotten since it confirmed
-# it to this callback: the ledger holds the callback's event already.
+# The reason of a replayed callback whose order the provider has forgotten since it confirmed it
+# to this callback: the ledger holds the callback's event already, and it keeps its outcome.
 CONFIRMED_BEFORE = "confirmed_before"
 
 
@@ -49,7 +49,8 @@ class Verdict:
     transient: str | None = None
     deferred: bool = False  # never asked the provider: this attempt does not count
     unknown: bool = False  # the provider's status API does not know the claimed order
-    confirmed_before: bool = False  # ... but did when this callback reached the ledger before
+    # ... but did when this callback reached the ledger before: the outcome it had there.
+    confirmed_before: str | None = None
 
     @property
     def counted(self) -> int:
@@ -238,9 +239,10 @@ def _not_found(rt: Runtime, verdicts: list[Verdict]) -> None:
     Unless the callback reached the ledger before (this is a replay): the provider confirmed
     the order then and has forgotten it since (it purges old orders; a sandbox restarted).
     Waiting could only end `unconfirmed`, a false record of a callback whose event the ledger
-    holds, so it is `duplicate` at once (CONTRACT §5). Only these callbacks pay the lookup, one
-    read for the batch, outside the batch's write: the history it reads is written only by
-    processing these same callbacks, which this attempt holds the claim of.
+    holds, so it ends at once with the outcome it had (a replayed callback keeps its answer,
+    as `ledger.apply` keeps it for one the provider still confirms). Only these callbacks pay
+    the lookup, one read for the batch, outside the batch's write: the history it reads is
+    written only by processing these same callbacks, which this attempt holds the claim of.
     """
     if not verdicts:
         return
@@ -248,7 +250,7 @@ def _not_found(rt: Runtime, verdicts: list[Verdict]) -> None:
         before = reached_ledger(session, {v.callback_id: _order_key(v) for v in verdicts})
     for v in verdicts:
         if v.callback_id in before:
-            v.confirmed_before = True
+            v.confirmed_before = before[v.callback_id]
         elif v.attempts >= rt.settings.max_attempts:
             v.rejected = "unconfirmed"
         else:

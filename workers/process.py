@@ -165,7 +165,7 @@ def _final_values(
         "merchant_order_no": claimed.merchant_order_no[:128] if claimed else None,
     }
     if v.confirmed_before:  # its event is in the ledger already: nothing is applied again
-        return {**values, "state": "duplicate", "reason": judging.CONFIRMED_BEFORE}
+        return {**values, "state": v.confirmed_before, "reason": judging.CONFIRMED_BEFORE}
     problem = v.transient
     if v.rejected is None and problem is None:
         if not isolate:

@@ -20,12 +20,12 @@ def _balances(stack: Stack) -> list[dict[str, Any]]:
     return [b for b in body["balances"] if b["currency"] == CURRENCY]
 
 
-def test_a_replayed_callback_the_provider_forgot_ends_duplicate_not_unconfirmed(
+def test_a_replayed_callback_the_provider_forgot_keeps_its_outcome_not_unconfirmed(
     stack: Stack,
 ) -> None:
     """An MTPay callback applied when MTPay confirmed its order is replayed through the API
-    after MTPay forgot the order (purged, or a sandbox restarted): it ends `duplicate` with the
-    reason `confirmed_before` on its first attempt, the order keeps its one history entry and
+    after MTPay forgot the order (purged, or a sandbox restarted): it ends `applied` again, with
+    the reason `confirmed_before`, on its first attempt, the order keeps its one history entry and
     the balances do not move. It used to ask in vain until its attempts were spent and end
     `rejected: unconfirmed`, though the ledger holds its event and its money."""
     order_no = unique("RPL")
@@ -43,7 +43,7 @@ def test_a_replayed_callback_the_provider_forgot_ends_duplicate_not_unconfirmed(
     assert status == 202
     [record] = stack.wait_final([callback_id])
     assert (record["state"], record["reason"], record["attempts"]) == (
-        "duplicate", "confirmed_before", 1)
+        "applied", "confirmed_before", 1)
     assert stack.world.queries[("mtpay", order_no)] == 2
     order = stack.order("mtpay", order_no)
     assert order is not None

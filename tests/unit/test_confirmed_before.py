@@ -105,11 +105,12 @@ def _balances(rt: Runtime) -> list[dict[str, Any]]:
         return balances(session)
 
 
-def test_a_replay_the_provider_no_longer_knows_ends_duplicate_at_once(
+def test_a_replay_the_provider_no_longer_knows_keeps_its_outcome_at_once(
     runtime: Runtime, mtpay: MTPayState,
 ) -> None:
     """A callback applied when MTPay confirmed its order, replayed after MTPay forgot the order,
-    ends `duplicate` (`confirmed_before`) on its first attempt, books nothing and adds no
+    ends `applied` again (reason `confirmed_before`) on its first attempt, as a replay the
+    provider still confirms does, books nothing and adds no
     history entry: it waited as `query:not_found` and ended `rejected: unconfirmed` after its
     attempts, a false record of a callback whose money the ledger holds."""
     order_no = unique("RP")
@@ -121,7 +122,7 @@ def test_a_replay_the_provider_no_longer_knows_ends_duplicate_at_once(
     del mtpay.orders[order_no]  # the provider purged it
     _replay(runtime, callback_id)
     result = process_batch(runtime, [callback_id], TASK)
-    assert _record(runtime, callback_id) == ("duplicate", "confirmed_before", 1)
+    assert _record(runtime, callback_id) == ("applied", "confirmed_before", 1)
     assert result.retry == {}
     assert _history(runtime, order_no) == [(callback_id, "applied")]
     assert _balances(runtime) == booked
@@ -145,7 +146,7 @@ def test_only_the_callbacks_that_reached_the_ledger_are_confirmed_before(
     newcomer = _post(runtime, mtpay, order_no)
     del mtpay.orders[order_no]
     result = process_batch(runtime, [applied, newcomer], TASK)
-    assert _record(runtime, applied) == ("duplicate", "confirmed_before", 1)
+    assert _record(runtime, applied) == ("applied", "confirmed_before", 1)
     assert _record(runtime, newcomer) == ("processing", "query:not_found", 1)
     assert list(result.retry.values()) == [[newcomer]]
     with runtime.engine.begin() as conn:  # its last attempt is next
