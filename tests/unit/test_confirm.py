@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,25 +14,20 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from structlog.testing import capture_logs
 
-from ledger.db import make_engine, make_sessionmaker
 from ledger.status import Status
 from payhook.accounts import Account, Accounts
-from payhook.settings import Settings
 from providers import registry
 from providers.base import ProviderEvent, Trust
 from providers.http import QueryHttp, RetryPolicy, TokenBucket
 from providers.mtpay import MTPayAccount
 from reconcile.budget import RateBudget
-from tests.conftest import queue_name
 from tests.lost_redis import SlowlyRefused, dead_redis
 from tests.reconcile.harness import (
     ACCESS_KEY,
     SECRET_KEY,
-    Clock,
     MTPayState,
-    ThreadServer,
-    create_mtpay_app,
 )
+from tests.unit.mtpay_worker import mtpay_runtime, mtpay_server
 from workers.judging import DEFERRED, Verdict, confirm
 from workers.runtime import Runtime
 
@@ -41,10 +35,8 @@ from workers.runtime import Runtime
 @pytest.fixture
 def mtpay() -> Iterator[tuple[MTPayState, str]]:
     """MTPay's query API stand-in, and its URL."""
-    state = MTPayState(Clock(datetime.now(UTC)))
-    server = ThreadServer(create_mtpay_app(state))
-    yield state, server.start()
-    server.stop()
+    with mtpay_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -53,19 +45,9 @@ def runtime(
 ) -> Iterator[Runtime]:
     """A worker's runtime with one MTPay account (confirm_by_query) on the stand-in; its
     queries are retried once."""
-    config = MTPayAccount.model_validate(
-        {"base_url": mtpay[1], "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
-    )
-    account = Account(registry.get("mtpay"), "default", config)
-    settings = Settings(database_url=database_url, redis_url=redis_url,
-                        queue=queue_name("confirm"))
-    engine = make_engine(database_url)
-    rt = Runtime(settings=settings, accounts=Accounts({("mtpay", "default"): account}),
-                 engine=engine, sessions=make_sessionmaker(engine),
-                 redis=redis.Redis.from_url(redis_url),
-                 http=QueryHttp(retry=RetryPolicy(attempts=2, backoff_base_s=0.01)))
-    yield rt
-    rt.close()
+    retry = RetryPolicy(attempts=2, backoff_base_s=0.01)
+    with mtpay_runtime(database_url, redis_url, mtpay[1], retry) as rt:
+        yield rt
 
 
 def test_a_budget_redis_error_charging_a_retry_is_logged_as_redis_not_as_an_adapter_bug(

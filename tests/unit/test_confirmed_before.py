@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select, update
 
-from ledger.db import make_engine, make_sessionmaker
 from ledger.models import Callback, OrderEvent
 from ledger.replay import reset_for_replay
 from ledger.views import balances, find_order
-from payhook.accounts import Account, Accounts
-from payhook.settings import Settings
-from providers import registry
-from providers.http import QueryHttp, RetryPolicy
-from providers.mtpay import MTPayAccount
+from providers.http import RetryPolicy
 from sandbox.wire import mtpay as wire
-from tests.conftest import queue_name, unique
+from tests.conftest import unique
 from tests.harness import store
 from tests.reconcile.harness import (
-    ACCESS_KEY,
-    SECRET_KEY,
-    Clock,
     MTPayState,
-    ThreadServer,
-    create_mtpay_app,
 )
+from tests.unit.mtpay_worker import mtpay_runtime, mtpay_server
 from workers.process import process_batch
 from workers.runtime import Runtime
 
@@ -41,10 +30,8 @@ TASK = "task-1"
 @pytest.fixture
 def server() -> Iterator[tuple[MTPayState, str]]:
     """MTPay's query API stand-in, and its URL."""
-    state = MTPayState(Clock(datetime.now(UTC)))
-    running = ThreadServer(create_mtpay_app(state))
-    yield state, running.start()
-    running.stop()
+    with mtpay_server() as running:
+        yield running
 
 
 @pytest.fixture
@@ -58,19 +45,9 @@ def runtime(
 ) -> Iterator[Runtime]:
     """A worker's runtime with one MTPay account (confirm_by_query) on the stand-in, three
     attempts per callback."""
-    config = MTPayAccount.model_validate(
-        {"base_url": server[1], "access_key": ACCESS_KEY, "secret_key": SECRET_KEY})
-    settings = Settings(database_url=database_url, redis_url=redis_url, max_attempts=3,
-                        queue=queue_name("confirmed-before"))
-    engine = make_engine(database_url)
-    rt = Runtime(settings=settings,
-                 accounts=Accounts({("mtpay", "default"):
-                                    Account(registry.get("mtpay"), "default", config)}),
-                 engine=engine, sessions=make_sessionmaker(engine),
-                 redis=redis.Redis.from_url(redis_url),
-                 http=QueryHttp(retry=RetryPolicy(attempts=1)))
-    yield rt
-    rt.close()
+    with mtpay_runtime(database_url, redis_url, server[1], RetryPolicy(attempts=1),
+                       max_attempts=3) as rt:
+        yield rt
 
 
 def _post(rt: Runtime, mtpay: MTPayState, order_no: str) -> int:
