@@ -3,22 +3,18 @@ and Redis): the amount's accepted forms, and a 400 (as for any invalid field) fo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
-from ledger.db import make_engine
 from payhook.accounts import load_accounts
-from payhook.broker import make_celery
 from payhook.settings import Settings
 from sandbox.world import SandboxWorld
 from tests.conftest import queue_name
+from tests.unit.api_client import api_poster
 
 TOKEN = "order-api-test-token"
 
@@ -33,21 +29,7 @@ def post(
     accounts = load_accounts(Path(config))
     settings = Settings(database_url=database_url, redis_url=redis_url,
                         queue=queue_name("payhook-api"), api_token=TOKEN)
-
-    def send(body: bytes) -> tuple[int, Any]:
-        async def run() -> tuple[int, Any]:
-            engine = make_engine(database_url)
-            app = create_app(settings, accounts, engine, make_celery(settings))
-            try:
-                async with TestClient(TestServer(app)) as client:
-                    reply = await client.post("/api/orders", data=body, headers={
-                        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-                    return reply.status, await reply.json()
-            finally:
-                engine.dispose()
-        return asyncio.run(run())
-
-    return send
+    return api_poster(settings, accounts, "/api/orders")
 
 
 def _order(amount_json: str) -> bytes:

@@ -3,20 +3,16 @@ configured has is a 400 naming the field, not a queued pass over nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import create_app
-from ledger.db import make_engine
 from payhook.accounts import load_accounts
-from payhook.broker import make_celery
 from payhook.settings import Settings
 from tests.conftest import queue_name
+from tests.unit.api_client import api_poster
 
 TOKEN = "reconcile-api-test-token"
 MTPAY = 'base_url = "http://127.0.0.1:1"\naccess_key = "a"\nsecret_key = "s"\n'
@@ -31,21 +27,8 @@ def post(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
     accounts = load_accounts(Path(config))
     settings = Settings(database_url=database_url, redis_url=redis_url,
                         queue=queue_name("payhook-recon-api"), api_token=TOKEN)
-
-    def send(body: dict[str, str]) -> tuple[int, Any]:
-        async def run() -> tuple[int, Any]:
-            engine = make_engine(database_url)
-            app = create_app(settings, accounts, engine, make_celery(settings))
-            try:
-                async with TestClient(TestServer(app)) as client:
-                    reply = await client.post("/api/reconcile", data=json.dumps(body), headers={
-                        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-                    return reply.status, await reply.json()
-            finally:
-                engine.dispose()
-        return asyncio.run(run())
-
-    return send
+    send = api_poster(settings, accounts, "/api/reconcile")
+    return lambda body: send(json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(
