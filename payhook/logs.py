@@ -65,13 +65,12 @@ def configure(fmt: str | None = None, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
-    # The console renderer prints a traceback itself; for JSON it becomes the `exception` field
-    # (without it a line said only `"exc_info": true`, for ours and for the libraries' errors).
-    renderers: list[Any] = (
-        [structlog.dev.ConsoleRenderer()] if fmt == "console"
-        else [structlog.processors.format_exc_info, _masked_traceback,
-              structlog.processors.JSONRenderer()]
-    )
+    # A traceback becomes the `exception` field, masked, before either renderer sees it (a JSON
+    # line said only `"exc_info": true` without it; the console renderer, left to format the
+    # exc_info itself, printed the secrets its message echoed). The console prints that text.
+    renderer = (structlog.dev.ConsoleRenderer() if fmt == "console"
+                else structlog.processors.JSONRenderer())
+    renderers: list[Any] = [structlog.processors.format_exc_info, _masked_traceback, renderer]
     structlog.configure(
         # filter_by_level first: a dropped debug line must not pay for the processor chain.
         processors=[structlog.stdlib.filter_by_level, *shared,

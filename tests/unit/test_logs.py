@@ -1,5 +1,5 @@
-"""The log format: JSON lines that keep a failure's traceback, for our code and the libraries',
-their secrets masked; no Redis password in what payhook prints."""
+"""The log formats: JSON or console lines that keep a failure's traceback, for our code and the
+libraries', their secrets masked; no Redis password in what payhook prints."""
 
 from __future__ import annotations
 
@@ -16,15 +16,20 @@ from payhook.dev import _banner
 from payhook.masking import MASK
 
 
-@pytest.fixture
-def json_lines(kept_logging: None) -> io.StringIO:
-    """`payhook.logs.configure("json")` writing into a buffer; the previous set-up restored."""
-    logs.configure("json")
+def _configured(fmt: str) -> io.StringIO:
+    """`payhook.logs.configure(fmt)` writing into a buffer."""
+    logs.configure(fmt)
     buffer = io.StringIO()
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(buffer)
     return buffer
+
+
+@pytest.fixture
+def json_lines(kept_logging: None) -> io.StringIO:
+    """`payhook.logs.configure("json")` writing into a buffer; the previous set-up restored."""
+    return _configured("json")
 
 
 def test_json_lines_carry_the_traceback_and_mask_secrets(json_lines: io.StringIO) -> None:
@@ -69,6 +74,26 @@ def test_a_traceback_echoing_a_secret_is_masked(json_lines: io.StringIO) -> None
     assert exception.startswith("Traceback (most recent call last):")
     assert exception.endswith(f"\nValueError: bad sign: amount=300&key={MASK}")
     assert "k1" not in exception
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("logger", ["workers.judging", "celery.app.trace"])
+def test_tracebacks_are_masked_in_both_formats(kept_logging: None, fmt: str, logger: str) -> None:
+    """A traceback whose message echoes a secret is shown masked and still readable, in JSON
+    and on the console (`payhook dev` in a terminal), for our lines and the libraries'."""
+    out = _configured(fmt)
+    try:
+        raise ValueError("bad sign: amount=300&key=k1")
+    except ValueError:
+        if logger.startswith("celery"):
+            logging.getLogger(logger).error("Task failed", exc_info=True)
+        else:
+            structlog.get_logger(logger).exception("adapter_error")
+    text = out.getvalue()
+    assert "Traceback (most recent call last):" in text
+    assert f"ValueError: bad sign: amount=300&key={MASK}" in (
+        json.loads(text)["exception"] if fmt == "json" else text)
+    assert "k1" not in text
 
 
 @pytest.mark.parametrize(
