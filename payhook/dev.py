@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from payhook.embedded import EmbeddedRedis
-from payhook.logs import mask_url
+from payhook.masking import mask_string
 from payhook.settings import Settings
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def _print_report(report: Report, env: dict[str, str], port: int) -> None:
     from sandbox.view import Hints, summary
 
     hints = Hints(f"http://127.0.0.1:{port}", env["PAYHOOK_API_TOKEN"],
-                  redis_url=mask_url(env["PAYHOOK_REDIS_URL"]), logs=str(WORKDIR / "logs"),
+                  redis_url=mask_string(env["PAYHOOK_REDIS_URL"]), logs=str(WORKDIR / "logs"),
                   database=str(WORKDIR / "payhook.db"))
     print(summary(report, hints))
     print(report.last_line(), flush=True)
@@ -220,7 +220,7 @@ def _banner(env: dict[str, str], port: int, config: Path, logs: Path | None) -> 
         f"payhook dev: receiver http://127.0.0.1:{port}  providers {config}\n"
         f"  API token: {env['PAYHOOK_API_TOKEN']}  (curl -H 'Authorization: Bearer …' "
         f"http://127.0.0.1:{port}/api/callbacks)\n"
-        f"  Flower: PAYHOOK_REDIS_URL={mask_url(env['PAYHOOK_REDIS_URL'])} "
+        f"  Flower: PAYHOOK_REDIS_URL={mask_string(env['PAYHOOK_REDIS_URL'])} "
         "celery -A workers.app flower\n"
         + (f"  Logs of the receiver, worker and beat: {logs}/\n" if logs else "")
         + "  Ctrl-C stops everything.",

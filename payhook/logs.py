@@ -6,21 +6,10 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
 from payhook.masking import MASK, is_secret, mask_string
-
-
-def mask_url(url: str) -> str:
-    """`url` with any password in it masked: `redis://:***@host:6379/0`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

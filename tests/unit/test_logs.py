@@ -13,7 +13,7 @@ import structlog
 
 from payhook import logs
 from payhook.dev import _banner
-from payhook.masking import MASK
+from payhook.masking import MASK, mask_string
 
 
 def _configured(fmt: str) -> io.StringIO:
@@ -103,20 +103,24 @@ def test_tracebacks_are_masked_in_both_formats(kept_logging: None, fmt: str, log
     [
         ("redis://:hunter2@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
         ("redis://payhook:hunter2@cache:6380/1", "redis://payhook:***@cache:6380/1"),
+        ("redis://cache:6379/0?password=hunter2", "redis://cache:6379/0?password=***"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
     ],
 )
-def test_urls_lose_their_password(url: str, shown: str) -> None:
-    """A URL is shown with its password masked and every other part as it was."""
-    assert logs.mask_url(url) == shown
+def test_redis_urls_lose_their_password(url: str, shown: str) -> None:
+    """A Redis URL is shown with its password masked, in its userinfo or its query (redis-py
+    reads `?password=`), and every other part as it was."""
+    assert mask_string(url) == shown
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://:hunter2@cache:6379/0", "redis://cache:6379/0?password=hunter2"])
 def test_dev_banner_never_prints_the_redis_password(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
     """`payhook dev` tells how to start Flower on its Redis, without the Redis password."""
-    env = {"PAYHOOK_API_TOKEN": "dev-token", "PAYHOOK_REDIS_URL": "redis://:hunter2@cache:6379/0"}
+    env = {"PAYHOOK_API_TOKEN": "dev-token", "PAYHOOK_REDIS_URL": url}
     _banner(env, 8080, tmp_path / "payhook.toml", None)
     printed = capsys.readouterr().err
-    assert "PAYHOOK_REDIS_URL=redis://:***@cache:6379/0 celery" in printed
+    assert f"PAYHOOK_REDIS_URL={url.replace('hunter2', MASK)} celery" in printed
     assert "hunter2" not in printed
