@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import redis
 import structlog
@@ -30,11 +29,12 @@ from reconcile import runs
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
 from reconcile.context import OutOfTime, PassContext
-from reconcile.due import DueOrder, claim_due, release
+from reconcile.due import DueOrder, claim_due
 from reconcile.outage import RedisCalls, RedisDown
 from reconcile.poll import Answer, Polled, apply_answer, query_all
 from reconcile.report import AlertSpec, PassReport
 from reconcile.silence import find_silent, tighten
+from reconcile.stopping import Held, out_of_time, stop
 
 log = structlog.get_logger(__name__)
 
@@ -60,13 +60,13 @@ def run_pass(
     elif not runs.start_queued(ctx, run_id, started, task_id):
         return run_id
     report = PassReport(started, provider, account, ctx.config.report_refs)
-    held = _Held()
+    held = Held()
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
     try:
         _execute(ctx, report, held, provider, account)
     except Exception as exc:
-        if _out_of_time(exc):
-            _stop(ctx, run_id, report, held)
+        if out_of_time(exc):
+            stop(ctx, run_id, report, held)
             raise
         log.exception("reconcile_pass_failed")
         report.tail["error"] = type(exc).__name__
@@ -78,45 +78,8 @@ def run_pass(
     return run_id
 
 
-@dataclass
-class _Held:
-    """The orders a pass has claimed and not yet answered (their answers not committed), and
-    the end of their lease."""
-
-    until: datetime | None = None
-    ids: set[int] = field(default_factory=set)
-
-
-def _out_of_time(exc: BaseException) -> bool:
-    """Whether `exc` is the soft time limit's, or was raised while it unwound (the rollback of
-    a transaction it broke into)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OutOfTime):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _stop(ctx: PassContext, run_id: int, report: PassReport, held: _Held) -> None:
-    """End a pass out of time: its unanswered orders due again now, its run failed as
-    `time_limit`. Each in a transaction of its own: the limit may have broken into any other,
-    and the run is stored even if handing the orders back fails (their lease brings them back)."""
-    released = 0
-    if held.until is not None and held.ids:
-        try:
-            with ctx.sessions.begin() as session:
-                released = release(session, held.ids, leased_until=held.until, now=ctx.now())
-        except Exception as exc:
-            log.warning("reconcile_release_failed", orders=len(held.ids), error=type(exc).__name__)
-    log.warning("reconcile_pass_out_of_time", unanswered=len(held.ids), released=released)
-    report.tail["error"] = "time_limit"
-    report.tail["released"] = released
-    runs.finish(ctx, run_id, "failed", report)
-
-
 def _execute(
-    ctx: PassContext, report: PassReport, held: _Held, provider: str | None,
+    ctx: PassContext, report: PassReport, held: Held, provider: str | None,
     account: str | None,
 ) -> None:
     cfg, calls = ctx.config, RedisCalls()
@@ -168,7 +131,7 @@ def _check_silence(
 
 def _claim(
     ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker,
-    calls: RedisCalls, held: _Held,
+    calls: RedisCalls, held: Held,
 ) -> list[tuple[Account, DueOrder]]:
     work: list[tuple[Account, DueOrder]] = []
     now = ctx.now()
@@ -206,7 +169,7 @@ def _breaker_state(breaker: Breaker, account_key: str, calls: RedisCalls) -> Bre
 
 def _apply(
     ctx: PassContext, report: PassReport, accounts: list[Account], answers: list[Answer],
-    held: _Held,
+    held: Held,
 ) -> None:
     by_account: dict[str, list[Answer]] = defaultdict(list)
     account_of: dict[str, Account] = {}
