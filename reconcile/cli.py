@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
@@ -49,7 +50,7 @@ def reconcile_now(
             http=http,
             redis=client,
             run=run,
-            config=ReconcileConfig.from_settings(settings),
+            config=_unhurried(ReconcileConfig.from_settings(settings)),
         )
         run_id = run_pass(ctx, provider=provider, account=account)
         with sessions() as session:
@@ -63,3 +64,11 @@ def reconcile_now(
         loop.close()
         client.close()
         engine.dispose()
+
+
+def _unhurried(config: ReconcileConfig) -> ReconcileConfig:
+    """The CLI's pass runs under no task time limit, but not for ever: past its claim's lease
+    its orders may be claimed and asked again by another pass, and past `stale_run_after_s` its
+    run is abandoned by the next. It stops (`time_limit`, its orders handed back) at the first."""
+    limit = min(config.claim_lease_s, config.stale_run_after_s)
+    return replace(config, time_limit_s=float(limit))

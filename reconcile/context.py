@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,26 @@ T = TypeVar("T")
 #: Only `runner.run_pass` handles it; the code between lets it through (`except OutOfTime:
 #: raise` ahead of any `except Exception`).
 OutOfTime = SoftTimeLimitExceeded
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The `time.monotonic()` past which a pass sends no new query and stops as on `OutOfTime`
+    (None: never). The signal alone is not enough: landing in one of asyncio's own callbacks
+    rather than in a task, it is logged and dropped by the loop, and the pass ran on to the
+    hard kill. A clock compare, cheap enough to check before every query."""
+
+    at: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def check(self) -> None:
+        """Raise `OutOfTime` once the deadline has passed."""
+        if self.at is not None and time.monotonic() >= self.at:
+            raise OutOfTime("reconcile pass deadline")
+
 
 #: CONTRACT §6: per-order backoff between status queries, the last step repeating.
 DEFAULT_BACKOFF_S: tuple[int, ...] = (300, 900, 3600, 6 * 3600, 24 * 3600)
@@ -85,6 +106,9 @@ class ReconcileConfig:
     #: or lost). from_settings: the visibility timeout, which the task time limit stays below.
     stale_run_after_s: int = 600
     redis_prefix: str = recon_prefix("payhook")  # from_settings: PAYHOOK_QUEUE's
+    #: A pass sends no new query this long after it started, and stops as told to by the soft
+    #: time limit (None: never). from_settings: the soft time limit, which it backs up.
+    time_limit_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: object) -> ReconcileConfig:
@@ -104,6 +128,9 @@ class ReconcileConfig:
         visibility = getattr(settings, "visibility_timeout_s", None)
         if visibility is not None:  # no worker's pass outlives it: the time limit kills it first
             values["stale_run_after_s"] = int(visibility)
+        soft_limit = getattr(settings, "reconcile_soft_time_limit_s", None)
+        if soft_limit is not None:
+            values["time_limit_s"] = float(soft_limit)
         queue = getattr(settings, "queue", None)
         if queue:  # the deployment's shared budgets and breakers, whichever process runs a pass
             values["redis_prefix"] = recon_prefix(queue)

@@ -30,7 +30,7 @@ from providers.base import OrderKind, OrderRef, ProviderEvent
 from providers.errors import QueryAuth, QueryError, QueryNotFound, QueryRefused, QueryTransient
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import REFUSED, BudgetCharge, RateBudget
-from reconcile.context import OutOfTime, PassContext
+from reconcile.context import Deadline, OutOfTime, PassContext
 from reconcile.due import DueOrder
 from reconcile.outage import RedisCalls, RedisDown
 
@@ -70,7 +70,7 @@ class Polled:
 
 async def query_all(
     ctx: PassContext, work: Sequence[tuple[Account, DueOrder]], breaker: Breaker,
-    budget: RateBudget, calls: RedisCalls | None = None,
+    budget: RateBudget, calls: RedisCalls | None = None, deadline: Deadline | None = None,
 ) -> list[Answer]:
     """Query every order, at most `concurrency` at once; the answers in input order.
 
@@ -79,10 +79,11 @@ async def query_all(
     the loop when the pass goes on, or ends. Once Redis is found out of reach, though, the
     orders not yet asked fail so at once (`calls`: the pass's, whose earlier calls may have found
     it so already; a round of its own otherwise), not each after the client's retries; the next
-    pass tries Redis again. The pass out of time (`OutOfTime`, raised in one of its queries), no
-    query is sent any more, and it is raised once those under way are over."""
+    pass tries Redis again. The pass out of time (`OutOfTime`, raised in one of its queries, or
+    `deadline` passed when one is about to be sent), no query is sent any more, and it is raised
+    once those under way are over."""
     round_ = _Round(ctx, asyncio.Semaphore(ctx.config.concurrency), calls or RedisCalls(),
-                    breaker, budget)
+                    breaker, budget, deadline or Deadline())
     cut = 0
 
     async def one(account: Account, order: DueOrder) -> Answer:
@@ -126,6 +127,7 @@ class _Round:
     calls: RedisCalls
     breaker: Breaker
     budget: RateBudget
+    deadline: Deadline
     out_of_time: OutOfTime | None = None  # raised in one query: the others are not sent
 
 
@@ -149,6 +151,7 @@ async def _gated(round_: _Round, account: Account, order: DueOrder) -> Answer:
         async with round_.gate:
             if round_.out_of_time is not None:
                 return Answer(order, error="skipped", code="time_limit")
+            round_.deadline.check()  # before its budget unit is taken
             if await calls.run(breaker.state, key) is BreakerState.OPEN:
                 return Answer(order, error="skipped", code="breaker_open")  # while it waited
             wait = await calls.run(round_.budget.try_take, key, rate)

@@ -28,7 +28,7 @@ from payhook.accounts import Account
 from reconcile import runs
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
-from reconcile.context import OutOfTime, PassContext
+from reconcile.context import Deadline, OutOfTime, PassContext
 from reconcile.due import DueOrder, claim_due
 from reconcile.outage import RedisCalls, RedisDown
 from reconcile.poll import Answer, Polled, apply_answer, query_all
@@ -50,7 +50,7 @@ def run_pass(
     `run_id` that is no longer `queued` starts no pass (see runs.start_queued), unless it is
     `running` for `task_id`, the Celery task running the pass (None: the CLI): that task's
     dead first copy's run, taken over (see runs.resume), as is beat's unnamed one."""
-    started = ctx.now()
+    started, deadline = ctx.now(), Deadline.after(ctx.config.time_limit_s)
     resumed = runs.resume(ctx, task_id, run_id, started) if task_id is not None else None
     runs.abandon_stale(ctx, started)
     if resumed is not None:
@@ -63,7 +63,7 @@ def run_pass(
     held = Held()
     structlog.contextvars.bind_contextvars(reconcile_run=run_id)
     try:
-        _execute(ctx, report, held, provider, account)
+        _execute(ctx, report, held, deadline, provider, account)
     except Exception as exc:
         if out_of_time(exc):
             stop(ctx, run_id, report, held)
@@ -79,7 +79,7 @@ def run_pass(
 
 
 def _execute(
-    ctx: PassContext, report: PassReport, held: Held, provider: str | None,
+    ctx: PassContext, report: PassReport, held: Held, deadline: Deadline, provider: str | None,
     account: str | None,
 ) -> None:
     cfg, calls = ctx.config, RedisCalls()
@@ -87,10 +87,10 @@ def _execute(
     breaker = Breaker(ctx.redis, cfg.redis_prefix, failures=cfg.breaker_failures,
                       cooldown_s=cfg.breaker_cooldown_s)
     _check_silence(ctx, report, accounts, calls)
-    work = _claim(ctx, report, accounts, breaker, calls, held)
+    work = _claim(ctx, report, accounts, breaker, calls, held, deadline)
     budget = RateBudget(ctx.redis, cfg.redis_prefix)
-    answers = ctx.run(query_all(ctx, work, breaker, budget, calls))
-    _apply(ctx, report, [a for a, _o in work], answers, held)
+    answers = ctx.run(query_all(ctx, work, breaker, budget, calls, deadline))
+    _apply(ctx, report, [a for a, _o in work], answers, held, deadline)
     for acct in accounts:
         state = _breaker_state(breaker, acct.key, calls)
         report.stats(acct.key).breaker = state.value if state is not None else "unknown"
@@ -131,12 +131,13 @@ def _check_silence(
 
 def _claim(
     ctx: PassContext, report: PassReport, accounts: list[Account], breaker: Breaker,
-    calls: RedisCalls, held: Held,
+    calls: RedisCalls, held: Held, deadline: Deadline,
 ) -> list[tuple[Account, DueOrder]]:
     work: list[tuple[Account, DueOrder]] = []
     now = ctx.now()
     held.until = now + timedelta(seconds=ctx.config.claim_lease_s)
     for acct in accounts:
+        deadline.check()
         stats = report.stats(acct.key)
         state = _breaker_state(breaker, acct.key, calls)
         if state is None:  # this account's failure, not the pass's: its orders stay due
@@ -169,7 +170,7 @@ def _breaker_state(breaker: Breaker, account_key: str, calls: RedisCalls) -> Bre
 
 def _apply(
     ctx: PassContext, report: PassReport, accounts: list[Account], answers: list[Answer],
-    held: Held,
+    held: Held, deadline: Deadline,
 ) -> None:
     by_account: dict[str, list[Answer]] = defaultdict(list)
     account_of: dict[str, Account] = {}
@@ -178,6 +179,7 @@ def _apply(
         account_of[acct.key] = acct
     cfg, now = ctx.config, ctx.now()
     for key, group in by_account.items():
+        deadline.check()
         acct, polled = account_of[key], []
         schedule = cfg.schedule(acct)
         with ctx.sessions.begin() as session:

@@ -1,6 +1,7 @@
-"""How a reconciliation pass stops before its end, told to by Celery's soft time limit
-(`OutOfTime`, a signal at whatever line runs): its run fails as `time_limit` and its unanswered
-orders are handed back (`stop`)."""
+"""How a reconciliation pass stops before its end, past its own deadline (`context.Deadline`,
+checked at its natural points) or told to by Celery's soft time limit (`OutOfTime`, a signal at
+whatever line runs, the backstop): its run fails as `time_limit` and its unanswered orders are
+handed back (`stop`)."""
 
 from __future__ import annotations
 

@@ -139,3 +139,43 @@ def test_a_pass_out_of_time_in_its_apply_transaction_still_stores_its_run(
     assert (run["state"], run["error"], run["released"]) == ("failed", "time_limit", 3)
     assert run["resolved_by_poll"]["count"] == 0
     _handed_back(recon)
+
+
+def test_a_pass_past_its_own_deadline_stops_with_no_signal(recon: Recon, due: None) -> None:
+    """No signal at all (as when asyncio drops one landing in its own callbacks): a pass whose
+    deadline (0.5 s) passes while the provider holds its first query for 1.5 s sends no second
+    query, fails its run as `time_limit` and hands its three orders back, long before it would
+    have asked them all."""
+    recon.mtpay.held_until = time.time() + 1.5
+    started = time.monotonic()
+    run = _stopped(recon, _ctx(recon, concurrency=1, time_limit_s=0.5))
+    assert time.monotonic() - started < 2.5
+    assert recon.mtpay.count() == 1
+    assert (run["state"], run["error"], run["released"]) == ("failed", "time_limit", 3)
+    assert run["accounts"]["mtpay/default"]["claimed"] == 3
+    _handed_back(recon)
+
+
+def test_a_pass_past_its_deadline_before_its_answers_applies_none(recon: Recon, due: None
+                                                                  ) -> None:
+    """The deadline passing while the last query is under way: its answers are not applied
+    (no transaction the soft time limit could break into), the run fails as `time_limit` and
+    the three orders are handed back."""
+    recon.mtpay.held_until = time.time() + 1.0
+    run = _stopped(recon, _ctx(recon, time_limit_s=0.5))
+    assert recon.mtpay.count() == 3
+    assert (run["state"], run["error"], run["released"]) == ("failed", "time_limit", 3)
+    assert run["resolved_by_poll"]["count"] == 0
+    _handed_back(recon)
+
+
+def test_a_pass_past_its_deadline_before_claiming_claims_nothing(recon: Recon, due: None
+                                                                 ) -> None:
+    """A deadline already passed when the pass would claim: no order is claimed or asked, and
+    all three stay due now (nothing to hand back)."""
+    run = _stopped(recon, _ctx(recon, time_limit_s=0.0))
+    assert recon.mtpay.count() == 0
+    assert (run["state"], run["error"], run["released"]) == ("failed", "time_limit", 0)
+    for number in ORDERS:
+        assert recon.order(number).next_poll_at is not None
+        assert recon.order(number).next_poll_at <= recon.clock(), number
