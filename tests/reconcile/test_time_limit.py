@@ -177,5 +177,6 @@ def test_a_pass_past_its_deadline_before_claiming_claims_nothing(recon: Recon, d
     assert recon.mtpay.count() == 0
     assert (run["state"], run["error"], run["released"]) == ("failed", "time_limit", 0)
     for number in ORDERS:
-        assert recon.order(number).next_poll_at is not None
-        assert recon.order(number).next_poll_at <= recon.clock(), number
+        due_at = recon.order(number).next_poll_at
+        assert due_at is not None, number
+        assert due_at <= recon.clock(), number
