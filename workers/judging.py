@@ -57,6 +57,11 @@ class Verdict:
         """The attempts that count against `max_attempts`, this one included unless deferred."""
         return self.attempts - 1 if self.deferred else self.attempts
 
+    def order_key(self, event: ProviderEvent) -> OrderKey:
+        """The ledger's key of the order `event` (one of this callback's) is about."""
+        assert self.account is not None
+        return (self.account.provider.name, self.account.name, event.merchant_order_no)
+
 
 def judge(rt: Runtime, cb: Callback) -> Verdict:
     """Decode and verify one stored callback: its events, the event it only claims, or why
@@ -247,7 +252,7 @@ def _not_found(rt: Runtime, verdicts: list[Verdict]) -> None:
     if not verdicts:
         return
     with rt.sessions() as session:
-        before = reached_ledger(session, {v.callback_id: _order_key(v) for v in verdicts})
+        before = reached_ledger(session, {v.callback_id: _claimed_key(v) for v in verdicts})
     for v in verdicts:
         if v.callback_id in before:
             v.confirmed_before = before[v.callback_id]
@@ -257,7 +262,6 @@ def _not_found(rt: Runtime, verdicts: list[Verdict]) -> None:
             v.transient = "query:not_found"
 
 
-def _order_key(v: Verdict) -> OrderKey:
-    assert v.account is not None
+def _claimed_key(v: Verdict) -> OrderKey:
     assert v.claimed is not None
-    return (v.account.provider.name, v.account.name, v.claimed.merchant_order_no)
+    return v.order_key(v.claimed)

@@ -133,7 +133,7 @@ def _write(
         )
         current: dict[int, str] = {int(i): str(state) for i, state in rows}
         todo = [v for v in verdicts if current.get(v.callback_id) in NON_FINAL]
-        locked = lock_orders(session, [_order_key(v, e) for v in todo for e in v.events])
+        locked = lock_orders(session, [v.order_key(e) for v in todo for e in v.events])
         for verdict in todo:
             finals.append((verdict, _final_values(rt, session, verdict, now, isolate, locked)))
         if finals:
@@ -141,11 +141,6 @@ def _write(
                 update(Callback), [{"id": v.callback_id, **values} for v, values in finals]
             )
     return finals
-
-
-def _order_key(v: Verdict, event: ProviderEvent) -> OrderKey:
-    assert v.account is not None
-    return (v.account.provider.name, v.account.name, event.merchant_order_no)
 
 
 def _final_values(
