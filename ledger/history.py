@@ -3,6 +3,7 @@ ledger before (a replayed callback is processed again from its raw bytes)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 
 from sqlalchemy import select, tuple_
@@ -10,12 +11,14 @@ from sqlalchemy.orm import Session
 
 from ledger.apply import OrderKey
 from ledger.models import Order, OrderEvent
+from ledger.status import Outcome, strongest
 
 
 def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> dict[int, str]:
     """The callback ids among `claims` (callback id → the order it names) with a history entry
-    of their own on that order, each with the outcome of its first: each reached the ledger
-    once already, and that is what it did there.
+    of their own on that order, each with the outcome it had there (`strongest` of its entries,
+    as `ledger.apply` answers a replay the provider still confirms): each reached the ledger
+    once already.
 
     One statement for all of them, found through the order's unique key and the history's
     order index (the history has no index on `callback_id`).
@@ -32,8 +35,9 @@ def reached_ledger(session: Session, claims: Mapping[int, OrderKey]) -> dict[int
             ),
             OrderEvent.callback_id.in_(sorted(claims)),
         )
-        .order_by(OrderEvent.id.desc())
     )
-    # Newest first, so each callback is left with the outcome of its first entry.
-    return {int(cb): str(outcome) for cb, outcome, *key in rows
-            if claims.get(int(cb)) == tuple(key)}
+    outcomes: dict[int, list[Outcome]] = defaultdict(list)
+    for cb, outcome, *key in rows:
+        if claims.get(int(cb)) == tuple(key):
+            outcomes[int(cb)].append(Outcome(outcome))
+    return {cb: strongest(found).value for cb, found in outcomes.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from ledger.history import reached_ledger
 from ledger.models import OrderEvent, Payment
 from ledger.status import Status
 from tests.unit.ledger_db import Ledger, event, ledger, number
@@ -38,3 +39,22 @@ def test_replayed_stale_and_conflicting_callbacks_add_no_history_entry(ledger: L
     assert first == ["applied", "stale", "conflict"]
     assert again == ["stale", "conflict"]
     assert ledger.count(no, OrderEvent) == 3
+
+
+def test_reached_ledger_gives_each_callback_the_outcome_its_events_add_up_to(
+    ledger: Ledger,
+) -> None:
+    """Callback 202's confirmation brought two events, the first a duplicate of 201's success,
+    the second a failure (a conflict): the callback ended `conflict` (the strongest), and that
+    is what a replay the provider has forgotten keeps, not its first entry's `duplicate`. A
+    callback with no entry of its own on the order is not listed."""
+    no = number()
+    ledger.register(no)
+    ledger.apply(event(no, no + "T", callback_id=201))
+    second = [ledger.apply(event(no, no + "T", callback_id=202)).outcome.value,
+              ledger.apply(event(no, no + "F", Status.FAILED, callback_id=202)).outcome.value]
+    assert second == ["duplicate", "conflict"]
+    key = ("opay", "default", no)
+    with ledger.sessions() as session:
+        found = reached_ledger(session, {201: key, 202: key, 203: key})
+    assert found == {201: "applied", 202: "conflict"}
