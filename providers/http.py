@@ -83,9 +83,7 @@ class TokenBucket:
 
     async def acquire(self) -> None:
         """Wait (sleeping, never spinning) until a token is ours."""
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self.acquire_within(math.inf)
 
     async def acquire_within(self, max_wait_s: float) -> bool:
         """Wait, as `acquire`, for a token due within `max_wait_s`: True once it is ours; False
