@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, mapped_column
 
+from ledger.status import Outcome
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -72,8 +74,9 @@ def column_width(column: InstrumentedAttribute[Any]) -> int:
     return kind.length
 
 NON_FINAL = ("received", "processing")
-# CONTRACT §5: where every stored callback ends.
-FINAL = ("applied", "duplicate", "stale", "conflict", "rejected", "dead")
+# CONTRACT §5: where every stored callback ends: what its events did to the ledger, or not
+# judged (`rejected`) or not processed (`dead`).
+FINAL = (*(outcome.value for outcome in Outcome), "rejected", "dead")
 _NON_FINAL_SQL = text("state IN ('received', 'processing')")
 
 
