@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import settings
 
 from providers.base import Headers, HttpRequest, RawCallback
+from providers.errors import Rejected
 from providers.otgpay import OTGPay, OTGPayAccount
 from sandbox.wire import otgpay as wire
 from tests.providers import vectors
@@ -42,3 +44,10 @@ FIELDS: dict[str, Any] = {
 
 def raw_callback(request: HttpRequest) -> RawCallback:
     return RawCallback(request.body, Headers(request.headers), NOW)
+
+
+def rejection(raw: RawCallback) -> str:
+    """The reason the adapter rejects `raw` with (it must reject it)."""
+    with pytest.raises(Rejected) as caught:
+        ADAPTER.parse_callback(raw, ACCOUNT)
+    return caught.value.reason

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from providers.base import Headers, OrderKind, RawCallback, Status, Trust
-from providers.errors import Rejected
 from providers.otgpay import UNKNOWN_STATUS_FLAG, OTGPayAccount, signing_string
 from sandbox.wire import otgpay as wire
 from tests.providers import vectors
@@ -30,13 +29,8 @@ from tests.providers.otgpay_setup import (
     RSA_PROPERTY,
     SECRET,
     raw_callback,
+    rejection,
 )
-
-
-def _reason(raw: RawCallback) -> str:
-    with pytest.raises(Rejected) as caught:
-        ADAPTER.parse_callback(raw, ACCOUNT)
-    return caught.value.reason
 
 
 def _event(fields: dict[str, Any], *, form: bool = False) -> Any:
@@ -48,7 +42,7 @@ def test_callback_vector(case: dict[str, Any]) -> None:
     """Each vector callback decodes to its fields and trust, or is rejected for its reason."""
     expect = case["expect"]
     if not expect["verified"]:
-        assert _reason(vectors.raw(case)) == expect["reason"]
+        assert rejection(vectors.raw(case)) == expect["reason"]
         return
     event = ADAPTER.parse_callback(vectors.raw(case), ACCOUNT)
     assert dict(event.fields) == expect["fields"]
@@ -123,7 +117,7 @@ def test_currency_is_upper_cased_and_defaults_to_the_accounts() -> None:
 def test_other_app_id_is_account_mismatch() -> None:
     """A correctly signed callback for another appId is rejected as account_mismatch."""
     request = wire.callback(KEYS, {**FIELDS, "appId": 9999})
-    assert _reason(raw_callback(request)) == "account_mismatch"
+    assert rejection(raw_callback(request)) == "account_mismatch"
 
 
 @pytest.mark.parametrize(
@@ -132,13 +126,13 @@ def test_other_app_id_is_account_mismatch() -> None:
 )
 def test_signed_but_unusable_values_are_malformed(change: dict[str, Any]) -> None:
     """Correctly signed fields that cannot be read as an amount, status or id are malformed."""
-    assert _reason(raw_callback(wire.callback(KEYS, {**FIELDS, **change}))) == "malformed"
+    assert rejection(raw_callback(wire.callback(KEYS, {**FIELDS, **change}))) == "malformed"
 
 
 def test_forged_callback_is_rejected() -> None:
     """A callback signed with a key that is not the platform's is rejected as bad_signature."""
     request = wire.callback(KEYS, FIELDS, signing_key=NOT_THE_PLATFORMS_KEY)
-    assert _reason(raw_callback(request)) == "bad_signature"
+    assert rejection(raw_callback(request)) == "bad_signature"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", ""])
@@ -167,7 +161,7 @@ def test_repeated_form_field_is_malformed() -> None:
     """A form body that repeats a field is malformed rather than resolved by guessing."""
     request = wire.callback(KEYS, FIELDS, form=True)
     raw = RawCallback(request.body + b"&status=3", Headers(request.headers), NOW)
-    assert _reason(raw) == "malformed"
+    assert rejection(raw) == "malformed"
 
 
 def test_account_key_paths_resolve_against_base_dir() -> None:

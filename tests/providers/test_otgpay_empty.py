@@ -3,25 +3,17 @@ providers; a field set without a `sign` stays `bad_signature`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from providers.base import Headers, RawCallback
-from providers.errors import Rejected
-from providers.otgpay import OTGPay, OTGPayAccount
-from tests.providers import vectors
+from tests.providers.otgpay_setup import NOW, rejection
 
-ACCOUNT: OTGPayAccount = vectors.account("otgpay", OTGPayAccount)
 JSON, FORM = "application/json", "application/x-www-form-urlencoded"
 
 
 def _reason(body: bytes, content_type: str | None) -> str:
     headers = Headers({"Content-Type": content_type} if content_type else {})
-    raw = RawCallback(body, headers, datetime(2023, 11, 14, tzinfo=UTC))
-    with pytest.raises(Rejected) as caught:
-        OTGPay().parse_callback(raw, ACCOUNT)
-    return caught.value.reason
+    return rejection(RawCallback(body, headers, NOW))
 
 
 @pytest.mark.parametrize(("body", "content_type"), [
