@@ -28,7 +28,7 @@ from payhook.accounts import Account
 from reconcile import runs
 from reconcile.breaker import Breaker, BreakerState
 from reconcile.budget import RateBudget
-from reconcile.context import Deadline, OutOfTime, PassContext
+from reconcile.context import Deadline, PassContext
 from reconcile.due import DueOrder, claim_due
 from reconcile.outage import RedisCalls, RedisDown
 from reconcile.poll import Answer, Polled, apply_answer, query_all
@@ -188,9 +188,9 @@ def _apply(
                     with session.begin_nested():
                         polled.append(apply_answer(session, acct, answer, schedule,
                                                    cfg.give_up_after_s, now))
-                except OutOfTime:
-                    raise
                 except Exception as exc:  # this order only; its lease brings it back
+                    if out_of_time(exc):
+                        raise
                     log.warning("poll_apply_failed", order_id=answer.order.id,
                                 error=type(exc).__name__)
                     polled.append(Polled(answer.order, "permanent", f"apply:{type(exc).__name__}",
@@ -217,7 +217,7 @@ def _check_credit(ctx: PassContext, report: PassReport, calls: RedisCalls) -> No
     except Exception as exc:
         with contextlib.suppress(redis.RedisError):
             calls.call(ctx.redis.delete, key)
-        if isinstance(exc, OutOfTime):
+        if out_of_time(exc):
             raise
         # A call cut for an outage is named by the error that found it, as when it was made.
         error = exc.cause if isinstance(exc, RedisDown) else type(exc).__name__
@@ -247,7 +247,7 @@ def _alert(ctx: PassContext, report: PassReport, specs: list[AlertSpec], calls: 
         )
 
     for spec, result in zip(specs, ctx.run(send_all()), strict=True):
-        if isinstance(result, OutOfTime):
+        if isinstance(result, BaseException) and out_of_time(result):
             raise result
         if isinstance(result, BaseException):
             log.warning("reconcile_alert_failed", incident=spec.incident,
